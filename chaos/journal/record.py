@@ -1,0 +1,135 @@
+"""The run journal of the contract in the design brief, as plain dataclasses and JSON.
+
+Fields other tools rely on: ``run_id``, ``experiment``, ``status`` (passed, deviated, aborted,
+interrupted, error), ``started_at``, ``ended_at``, ``abort`` (or null), ``faults`` (name, kind,
+targets, injected_at, reverted_at, revert_error), ``slos`` (verdict and the samples judged on) and
+``probes`` (the time series of results). Times are ISO 8601 in UTC; ``t`` fields are seconds since
+the run started, which is what charts and arithmetic want.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    RUNNING = "running"
+    PASSED = "passed"
+    DEVIATED = "deviated"
+    ABORTED = "aborted"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return (
+        dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="milliseconds").replace(
+            "+00:00", "Z"
+        )
+    )
+
+
+@dataclass
+class SampleRecord:
+    t: float
+    ok: bool
+    latency: float | None
+    detail: str
+    phase: str
+
+
+@dataclass
+class FaultRecord:
+    name: str
+    kind: str
+    description: str
+    targets: list[str]
+    at: float
+    duration: float | None
+    one_shot: bool = False
+    injected_at: str | None = None
+    reverted_at: str | None = None
+    inject_error: str | None = None
+    revert_error: str | None = None
+    revert_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def outstanding(self) -> bool:
+        """Injected (or possibly half-injected) and not known to be reverted."""
+        if self.one_shot:
+            return False
+        attempted = self.injected_at is not None or self.inject_error is not None
+        return attempted and self.reverted_at is None
+
+
+@dataclass
+class SloRecord:
+    name: str
+    probe: str
+    objective: str
+    threshold: str
+    window: float
+    verdict: str = "not-evaluated"  # passed | breached | no-data | not-evaluated
+    observed: float | None = None
+    breached_at: str | None = None
+    breach_phase: str | None = None
+    evaluations: int = 0
+    breaching_evaluations: int = 0
+    samples: list[SampleRecord] = field(default_factory=list)
+
+
+@dataclass
+class AbortRecord:
+    reason: str
+    slo: str | None
+    observed: float | None
+    threshold: str | None
+    at: str | None
+    t: float
+
+
+@dataclass
+class RollbackRecord:
+    name: str
+    ok: bool
+    detail: str
+    started_at: str | None
+    ended_at: str | None
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    experiment: str
+    experiment_file: str | None = None
+    status: Status = Status.RUNNING
+    started_at: str | None = None
+    ended_at: str | None = None
+    phase: str = "preflight"
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+    abort: AbortRecord | None = None
+    faults: list[FaultRecord] = field(default_factory=list)
+    slos: list[SloRecord] = field(default_factory=list)
+    probes: dict[str, list[SampleRecord]] = field(default_factory=dict)
+    rollbacks: list[RollbackRecord] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    duration: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @property
+    def outstanding_faults(self) -> list[FaultRecord]:
+        return [f for f in self.faults if f.outstanding]

@@ -1,0 +1,226 @@
+"""The orchestrator on virtual time, with fake drivers: phases, abort, revert, rollbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+
+import pytest
+from fakeloop import run_virtual
+from fakes import FakePlatform, World
+
+from chaos.engine.orchestrator import Orchestrator, RunOptions, exit_code
+from chaos.engine.state import Phase
+from chaos.journal.record import RunRecord, Status
+from chaos.model import Experiment, load_experiment_text
+
+BASE = """
+apiVersion: chaos/v1
+kind: Experiment
+metadata: {name: t}
+spec:
+  baseline: 5s
+  recovery: 5s
+  probes:
+    - {name: web, interval: 250ms, http: {url: "http://x/health", timeout: 1s}}
+  slos:
+    - {name: avail, probe: web, successRate: ">= 90%", window: 2s}
+    - {name: lat, probe: web, latencyP95: "< 300ms", window: 2s, abortAfter: 2}
+  faults:
+    - {name: slow, at: 2s, duration: 10s, networkLatency: {proxy: p, delay: 500ms}}
+    - {name: pause, at: 3s, duration: 10s, processPause: {target: {pid: 1}}}
+  proxies:
+    - {name: p, listen: "127.0.0.1:1", upstream: "127.0.0.1:2"}
+  rollbacks:
+    - {name: restore, command: {argv: ["true"]}}
+"""
+
+
+def experiment(text: str = BASE, **replace: str) -> Experiment:
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return load_experiment_text(textwrap.dedent(text))
+
+
+def run(exp: Experiment, platform: FakePlatform, *, interrupt_at: list[float] | None = None
+        ) -> tuple[RunRecord, Orchestrator]:
+    orch = Orchestrator(exp, platform, RunOptions(run_id="r1"))
+
+    async def main() -> RunRecord:
+        loop = asyncio.get_running_loop()
+        for t in interrupt_at or []:
+            loop.call_later(t, orch.interrupt, "SIGINT")
+        return await orch.run()
+
+    return run_virtual(main()), orch
+
+
+def test_healthy_run_passes_and_walks_every_phase() -> None:
+    world = World()
+    record, orch = run(experiment(), FakePlatform(world))
+    assert record.status is Status.PASSED
+    assert exit_code(record) == 0
+    assert orch.state.history == [
+        Phase.PREFLIGHT, Phase.BASELINE, Phase.INJECTING, Phase.OBSERVING, Phase.REVERTING,
+        Phase.RECOVERING, Phase.REPORTING, Phase.DONE,
+    ]
+    assert world.active == set()
+    assert [r.name for r in record.rollbacks] == ["restore"]
+    assert all(s.verdict == "passed" for s in record.slos)
+    # baseline 5s + faults end at 13s + recovery 5s
+    assert record.duration == pytest.approx(23.0, abs=0.3)
+    inject_slow = world.times("inject:slow")[0] - 1000
+    assert inject_slow == pytest.approx(7.0, abs=0.01)
+    assert world.times("revert:slow")[0] - 1000 == pytest.approx(17.0, abs=0.01)
+    samples = record.probes["web"]
+    assert 85 <= len(samples) <= 95  # 4 Hz over ~23 s
+    assert {s.phase for s in samples} >= {"baseline", "injecting", "observing", "recovering"}
+
+
+def test_breach_aborts_within_one_interval_and_reverts_in_reverse_order() -> None:
+    world = World()
+    platform = FakePlatform(world, health=lambda w, t: "pause" not in w.active)
+    record, _ = run(experiment(), platform)
+    assert record.status is Status.ABORTED
+    assert exit_code(record) == 3
+    assert record.abort is not None and record.abort.slo == "avail"
+    paused = world.times("inject:pause")[0]
+    reverted = world.times("revert:pause")[0]
+    # 2s window at 4 Hz: 90% breaks at the first failing sample (7/8 < 90%): one interval + latency
+    assert reverted - paused <= 0.25 + 0.01 + 1e-6
+    order = [w for _, w in world.log if w.startswith("revert:")]
+    assert order == ["revert:pause", "revert:slow"]  # newest first
+    assert world.active == set()
+    assert [r.name for r in record.rollbacks] == ["restore"]
+    assert record.slos[0].verdict == "breached" and record.slos[0].breach_phase == "observing"
+    assert record.slos[0].samples, "the breach keeps the samples it was judged on"
+
+
+def test_abort_after_needs_consecutive_breaching_evaluations() -> None:
+    world = World()
+    # Latency goes to 400ms while 'slow' is active; availability stays perfect.
+    platform = FakePlatform(world, latency=lambda w, t: 0.4 if "slow" in w.active else 0.01)
+    record, _ = run(experiment(), platform)
+    assert record.status is Status.ABORTED
+    assert record.abort is not None and record.abort.slo == "lat"
+    lat = next(s for s in record.slos if s.name == "lat")
+    assert lat.breaching_evaluations == 2
+
+
+def test_breach_at_baseline_means_not_steady_nothing_injected_exit_1() -> None:
+    world = World()
+    record, orch = run(experiment(), FakePlatform(world, health=lambda w, t: False))
+    assert record.status is Status.DEVIATED
+    assert exit_code(record) == 1
+    assert "before any fault" in record.message and "avail" in record.message
+    assert not [w for _, w in world.log if w.startswith("inject:")]
+    assert Phase.INJECTING not in orch.state.history
+    assert [r.name for r in record.rollbacks] == ["restore"]
+
+
+def test_recovery_check_failure_is_deviated() -> None:
+    world = World()
+    # The service degrades permanently after the pause and never comes back.
+    broken: dict[str, bool] = {}
+
+    def health(w: World, t: float) -> bool:
+        if "pause" in w.active:
+            broken["yes"] = True
+        return "yes" not in broken or w.active != set()
+
+    exp = experiment(**{'successRate: ">= 90%"': 'successRate: ">= 0%"'})
+    exp2 = exp.model_copy()
+    record, _ = run(exp2, FakePlatform(world, health=health))
+    assert record.status is Status.PASSED  # threshold >= 0% always holds
+
+    strict = experiment(BASE.replace("abortAfter: 2", "abortAfter: 2").replace(
+        "window: 2s}\n    - {name: lat", "window: 2s, abortAfter: 1000}\n    - {name: lat"))
+    record, _ = run(strict, FakePlatform(World(), health=health))
+    assert record.status is Status.DEVIATED
+    assert exit_code(record) == 1
+    assert "recovery check failed" in record.message
+    avail = next(s for s in record.slos if s.name == "avail")
+    assert avail.verdict == "breached" and avail.breach_phase == "recovering"
+
+
+def test_interrupt_reverts_everything_runs_rollbacks_exit_130() -> None:
+    world = World()
+    record, _ = run(experiment(), FakePlatform(world), interrupt_at=[8.5, 8.6])
+    assert record.status is Status.INTERRUPTED
+    assert exit_code(record) == 130
+    assert world.active == set()
+    assert set(world.times("revert:slow")) and set(world.times("revert:pause"))
+    assert [r.name for r in record.rollbacks] == ["restore"]
+
+
+def test_inject_failure_stops_and_reverts_the_others() -> None:
+    world = World(fail_inject={"pause"})
+    record, _ = run(experiment(), FakePlatform(world))
+    assert record.status is Status.ERROR
+    assert exit_code(record) == 1
+    assert world.active == set()
+    pause = next(f for f in record.faults if f.name == "pause")
+    assert pause.inject_error and "cannot inject" in pause.inject_error
+    assert world.times("revert:pause"), "a half-applied fault is reverted too"
+
+
+def test_revert_failure_is_exit_4_and_names_the_fault() -> None:
+    world = World(fail_revert={"slow"})
+    record, _ = run(experiment(), FakePlatform(world))
+    assert exit_code(record) == 4
+    slow = next(f for f in record.faults if f.name == "slow")
+    assert slow.revert_error and slow.outstanding
+    assert "REVERT FAILED for: slow" in record.message
+    pause = next(f for f in record.faults if f.name == "pause")
+    assert pause.reverted_at is not None  # one failed revert does not stop the others
+
+
+def test_missing_target_fails_preflight_exit_2_touching_nothing() -> None:
+    world = World(missing_targets={"pause"})
+    platform = FakePlatform(world)
+    record, orch = run(experiment(), platform)
+    assert record.status is Status.ERROR
+    assert exit_code(record) == 2
+    assert not platform.prepared
+    assert world.log == []  # no inject, no rollback
+    assert orch.state.history == [Phase.PREFLIGHT, Phase.REPORTING, Phase.DONE]
+    assert "nothing was injected" in record.message
+
+
+def test_max_duration_aborts_a_run_that_overruns() -> None:
+    world = World()
+    # A probe that takes 100 s per sample cannot be cut before its timeout... but maxDuration
+    # is checked on the loop: the run stops at the limit regardless of the schedule.
+    exp = experiment(**{"recovery: 5s": "recovery: 20s", "baseline: 5s":
+                        "baseline: 5s\n  limits: {maxDuration: 60s}"})
+    orch = Orchestrator(exp, FakePlatform(world), RunOptions(run_id="r"))
+
+    async def main() -> RunRecord:
+        # Simulate an overrun: the limit is 30s but we shrink it to fire mid-fault.
+        object.__setattr__(exp.spec.limits, "max_duration", 9.0)
+        return await orch.run()
+
+    record = run_virtual(main())
+    assert record.status is Status.ABORTED
+    assert record.abort is not None and "maxDuration" in record.abort.reason
+    assert world.active == set()
+
+
+def test_rollback_failure_is_recorded_not_fatal() -> None:
+    world = World(rollback_fails={"restore"})
+    record, _ = run(experiment(), FakePlatform(world))
+    assert record.status is Status.PASSED
+    assert record.rollbacks[0].ok is False
+    assert any("rollback 'restore' failed" in e for e in record.errors)
+
+
+def test_one_shot_fault_is_not_outstanding() -> None:
+    text = BASE.replace(
+        "- {name: pause, at: 3s, duration: 10s, processPause: {target: {pid: 1}}}",
+        "- {name: kill, at: 3s, processKill: {target: {pid: 1}}}",
+    )
+    world = World()
+    record, _ = run(experiment(text), FakePlatform(world))
+    kill = next(f for f in record.faults if f.name == "kill")
+    assert kill.one_shot and kill.injected_at and not kill.outstanding
+    assert world.times("revert:kill") == []
