@@ -422,14 +422,19 @@ class Orchestrator:
             phase=phase.value,
         )
         self.record.probes[probe].append(sample)
-        self.obs.event("sample", probe=probe, ok=outcome.ok, latency=outcome.latency,
-                       detail=outcome.detail)
         if phase not in (Phase.BASELINE, Phase.INJECTING, Phase.OBSERVING, Phase.RECOVERING):
+            self.obs.event("sample", probe=probe, ok=outcome.ok, latency=outcome.latency,
+                           detail=outcome.detail, slos={})
             return
         breaches = self.guard.add(probe, sample)
-        for evaluation in self.guard.last.values():
-            srec = self._slo_records[evaluation.slo.name]
-            srec.evaluations = self.guard.trackers[self._tracker_index(srec.name)].evaluations
+        observed: dict[str, str] = {}
+        for tracker in self.guard.trackers:
+            evaluation = self.guard.last.get(tracker.slo.name)
+            self._slo_records[tracker.slo.name].evaluations = tracker.evaluations
+            if evaluation is not None and tracker.slo.probe == probe:
+                observed[tracker.slo.name] = format_observed(tracker.slo, evaluation.observed)
+        self.obs.event("sample", probe=probe, ok=outcome.ok, latency=outcome.latency,
+                       detail=outcome.detail, slos=observed)
         if phase is Phase.RECOVERING or not breaches:
             return
         for breach in breaches:

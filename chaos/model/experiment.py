@@ -27,7 +27,7 @@ from chaos.model._units import (
 Loc = tuple[str | int, ...]
 
 _NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-_NAME_HINT = "lowercase letters, digits and '-', starting and ending with a letter or digit"
+NAME_HINT = "lowercase letters, digits and '-', starting and ending with a letter or digit"
 
 
 class Strict(BaseModel):
@@ -53,7 +53,7 @@ def _exactly_one(model: BaseModel, kinds: tuple[str, ...], what: str) -> str:
 
 
 def _name_field(description: str) -> Any:
-    return Field(pattern=_NAME, description=f"{description} ({_NAME_HINT})")
+    return Field(pattern=_NAME, description=f"{description} ({NAME_HINT})")
 
 
 # --------------------------------------------------------------------------------------- metadata

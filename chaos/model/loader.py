@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from chaos.errors import ExperimentInvalid, InvalidInput, Problem
-from chaos.model.experiment import Experiment, Loc, check_references
+from chaos.model.experiment import NAME_HINT, Experiment, Loc, check_references
 
 Pos = tuple[str, int, int]  # file, line (1-based), column (1-based)
 
@@ -353,6 +353,8 @@ def _pydantic_problems(exc: ValidationError, exp: Located, file: str) -> list[Pr
             where = _path_text(loc)
             if kind == "literal_error":
                 msg = f"{msg}, got {err.get('input')!r}"
+            elif kind == "string_pattern_mismatch" and loc and loc[-1] == "name":
+                msg = f"'{err.get('input')}' is not a valid name: use {NAME_HINT}"
         text = f"{where}: {msg}" if where else msg
         if pos is None:
             problems.append(Problem(file, None, None, text))

@@ -1,0 +1,135 @@
+"""The ``chaos`` command line: parse -> load -> wire -> run -> render -> exit code.
+
+Exit codes (stable, for CI): 0 passed, 1 deviated, 2 invalid input (nothing injected), 3 aborted
+by the SLO guard (every fault reverted), 4 a revert failed, 130 interrupted (every fault reverted).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chaos import __version__
+from chaos.errors import ChaosError, InvalidInput
+
+app = typer.Typer(
+    name="chaos",
+    help="A careful chaos-engineering experiment runner: SLO-guarded faults that always revert.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+demo_app = typer.Typer(help="The built-in demo service and its experiments (no cluster needed).",
+                       no_args_is_help=False, invoke_without_command=True)
+app.add_typer(demo_app, name="demo")
+
+ExperimentArg = Annotated[Path, typer.Argument(help="experiment YAML file", show_default=False)]
+ProbesDirOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--probes-dir", help="extra folder to look up `use:` probe templates in"),
+]
+
+
+def _fail(exc: ChaosError) -> None:
+    print(f"error: {exc}", file=sys.stderr)
+    raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1)
+
+
+@app.command()
+def run(
+    experiment: ExperimentArg,
+    journal: Annotated[Path | None, typer.Option(help="write the run journal (JSON) here")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="plan only; touch nothing")] = False,
+    log_format: Annotated[str, typer.Option(help="auto, console or json")] = "auto",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log every probe sample")] = False,
+    probes_dir: ProbesDirOpt = None,
+) -> None:
+    """Run an experiment: baseline, faults under the SLO guard, revert, recovery check."""
+    from chaos.cli.runner import RunArgs, execute
+
+    if log_format not in ("auto", "console", "json"):
+        _fail(InvalidInput(f"--log-format must be auto, console or json, not '{log_format}'"))
+    try:
+        code = execute(RunArgs(experiment, journal, dry_run, log_format, verbose, probes_dir))
+    except ChaosError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+@app.command()
+def plan(experiment: ExperimentArg, probes_dir: ProbesDirOpt = None) -> None:
+    """Resolve targets and print exactly what a run would touch, touching nothing."""
+    from chaos.cli.runner import RunArgs, execute
+
+    try:
+        execute(RunArgs(experiment, dry_run=True, probes_dirs=probes_dir))
+    except ChaosError as exc:
+        _fail(exc)
+
+
+@app.command()
+def validate(experiment: ExperimentArg, probes_dir: ProbesDirOpt = None) -> None:
+    """Check an experiment file and report every problem as file:line:column."""
+    from chaos.model.loader import load_experiment
+
+    try:
+        exp = load_experiment(experiment, probes_dirs=probes_dir)
+    except ChaosError as exc:
+        _fail(exc)
+    print(f"{experiment}: valid ({exp.metadata.name}: {len(exp.spec.probes)} probes, "
+          f"{len(exp.spec.slos)} SLOs, {len(exp.spec.faults)} faults)")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the experiment format, for editors."""
+    from chaos.model.experiment import Experiment
+
+    data = Experiment.model_json_schema(by_alias=True)
+    data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    data["title"] = "chaos/v1 Experiment"
+    print(json.dumps(data, indent=2))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+@demo_app.callback()
+def demo_default(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--experiment", "-e",
+                                      help="latency, kill or cpu")] = "latency",
+) -> None:
+    """Start the demo service and run a demo experiment against it (default: latency)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from chaos.cli.demo import run_demo
+
+    try:
+        code = run_demo(name)
+    except ChaosError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+@demo_app.command("serve")
+def demo_serve(
+    port: Annotated[int, typer.Option(help="service port")] = 18080,
+    state_dir: Annotated[Path, typer.Option(help="where pidfiles go")] = Path(
+        "/tmp/chaos-demo"),
+) -> None:
+    """Run the demo service under its supervisor in the foreground (Ctrl-C stops it)."""
+    from chaos.demo.supervisor import main as supervise
+
+    raise typer.Exit(supervise(["--port", str(port), "--state-dir", str(state_dir)]))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,118 @@
+"""Load -> wire -> run -> render -> exit code, shared by ``chaos run`` and ``chaos demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from chaos.cli.output import CliObserver, LiveLine, configure_logging
+from chaos.engine.orchestrator import Orchestrator, RunOptions, exit_code
+from chaos.errors import InvalidInput
+from chaos.journal.record import RunRecord
+from chaos.model.experiment import Experiment
+from chaos.model.loader import load_experiment
+from chaos.reporting import render_plan, render_summary
+
+
+@dataclass
+class RunArgs:
+    experiment: Path
+    journal: Path | None = None
+    dry_run: bool = False
+    log_format: str = "auto"
+    verbose: bool = False
+    probes_dirs: list[Path] | None = None
+    run_id: str | None = None
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a journal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _platform(experiment: Experiment):  # type: ignore[no-untyped-def]
+    if experiment.spec.target.platform != "local":
+        raise InvalidInput(
+            f"platform '{experiment.spec.target.platform}' is not supported by this version",
+            hint="use spec.target.platform: local",
+        )
+    from chaos.faults.local import LocalPlatform  # lazy: pulls in httpx
+
+    return LocalPlatform(experiment)
+
+
+async def plan(experiment: Experiment) -> str:
+    platform = _platform(experiment)
+    faults = []
+    for fspec in experiment.spec.faults:
+        fault = await platform.plan_fault(fspec)
+        faults.append((fspec.name, fault.describe(), fault.targets()))
+    await platform.verify()
+    await platform.close()
+    return render_plan(experiment, faults)
+
+
+def execute(args: RunArgs) -> int:
+    """Run (or plan) one experiment from the CLI; returns the documented exit code."""
+    experiment = load_experiment(args.experiment, probes_dirs=args.probes_dirs)
+    if args.dry_run:
+        print(asyncio.run(plan(experiment)))
+        return 0
+
+    console = configure_logging(args.log_format, args.verbose)
+    run_id = args.run_id or new_run_id()
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(run_id=run_id, experiment=experiment.metadata.name)
+    live = LiveLine(sys.stderr) if console and sys.stderr.isatty() else None
+    observer = CliObserver(experiment, live)
+    journal = args.journal
+
+    def persist(record: RunRecord) -> None:
+        if journal is not None:
+            write_atomically(journal, record.to_json())
+
+    platform = _platform(experiment)
+    orchestrator = Orchestrator(
+        experiment,
+        platform,
+        RunOptions(run_id=run_id, experiment_file=str(args.experiment), observer=observer,
+                   persist=persist),
+    )
+
+    async def main() -> RunRecord:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, orchestrator.interrupt, sig.name)
+        try:
+            return await orchestrator.run()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    record = asyncio.run(main())
+    observer.close()
+    code = exit_code(record)
+    print(render_summary(record, experiment, code, str(journal) if journal else None))
+    return code
