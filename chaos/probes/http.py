@@ -34,11 +34,22 @@ def json_path(data: Any, path: str) -> Any:
     return current
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    seen: set[int] = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return exc
+
+
 def _connect_error(exc: httpx.HTTPError) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError):
-        if "refused" in text.lower():
+        root = _root_cause(exc)
+        if isinstance(root, ConnectionRefusedError) or "refused" in text.lower():
             return "connection refused"
+        if isinstance(root, OSError) and root.strerror:
+            return f"cannot connect: {root.strerror}"
         return f"cannot connect: {text}"
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out ({type(exc).__name__})"
