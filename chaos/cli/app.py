@@ -45,7 +45,9 @@ def run(
     journal: Annotated[Path | None, typer.Option(help="write the run journal (JSON) here")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="plan only; touch nothing")] = False,
     log_format: Annotated[str, typer.Option(help="auto, console or json")] = "auto",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log every probe sample")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="log every probe sample")
+    ] = False,
     probes_dir: ProbesDirOpt = None,
 ) -> None:
     """Run an experiment: baseline, faults under the SLO guard, revert, recovery check."""

@@ -12,7 +12,9 @@ from chaos.errors import InvalidInput
 
 DEMOS = {
     "latency": ("demo-latency.yaml", 3, "the latency SLO breaks and the guard aborts (exit 3)"),
-    "kill": ("demo-process-kill.yaml", 0, "the supervisor restarts the service; SLOs hold (exit 0)"),
+    "kill": (
+        "demo-process-kill.yaml", 0, "the supervisor restarts the service; SLOs hold (exit 0)"
+    ),
     "cpu": ("demo-cpu-stress.yaml", 0, "the service keeps its SLOs under CPU stress (exit 0)"),
 }
 

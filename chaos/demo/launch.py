@@ -16,12 +16,21 @@ from chaos.errors import PlatformError
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could bind the port now (TIME_WAIT leftovers do not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
             return False
     return True
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on the port."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
 
 
 def free_port() -> int:
@@ -67,10 +76,12 @@ def start_demo(port: int, state_dir: Path, timeout: float = 15.0) -> DemoService
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise PlatformError(f"the demo supervisor exited with {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{service.url}/health", timeout=1) as resp:
-                if resp.status == 200 and service.service_pidfile.exists():
-                    return service
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{service.url}/health", timeout=1) as resp,
+        ):
+            if resp.status == 200 and service.service_pidfile.exists():
+                return service
         time.sleep(0.05)
     service.stop()
     raise PlatformError(f"the demo service did not answer on port {port} within {timeout:g}s")
@@ -94,5 +105,12 @@ def demo_env(port: int, proxy_port: int, state_dir: Path) -> dict[str, str]:
     }
 
 
-__all__ = ["DemoService", "demo_env", "find_experiments_dir", "free_port", "port_free",
-           "start_demo"]
+__all__ = [
+    "DemoService",
+    "demo_env",
+    "find_experiments_dir",
+    "free_port",
+    "listening",
+    "port_free",
+    "start_demo",
+]

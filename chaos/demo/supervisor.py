@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
-_stop = False
+_stop: list[bool] = []
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    global _stop
-    _stop = True
+    _stop.append(True)
 
 
 def main(argv: list[str] | None = None) -> int:

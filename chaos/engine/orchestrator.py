@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pydantic.alias_generators import to_camel
+
 from chaos.engine.protocols import Fault, Outcome, Platform, Probe
 from chaos.engine.slo import Evaluation, Guard, format_observed
 from chaos.engine.state import Phase, RunState
@@ -63,12 +65,11 @@ def exit_code(record: RunRecord) -> int:
     """The documented exit code for a finished run."""
     if any(f.revert_error and f.outstanding for f in record.faults):
         return 4
-    return {
-        Status.PASSED: 0,
-        Status.DEVIATED: 1,
-        Status.ABORTED: 3,
-        Status.INTERRUPTED: 130,
-    }.get(record.status, 2 if not any(f.injected_at or f.inject_error for f in record.faults) else 1)
+    fixed = {Status.PASSED: 0, Status.DEVIATED: 1, Status.ABORTED: 3, Status.INTERRUPTED: 130}
+    if record.status in fixed:
+        return fixed[record.status]
+    touched = any(f.injected_at or f.inject_error for f in record.faults)
+    return 1 if touched else 2  # an error before anything was injected is invalid input
 
 
 class Orchestrator:
@@ -91,7 +92,7 @@ class Orchestrator:
                 SloRecord(
                     name=s.name,
                     probe=s.probe,
-                    objective=s.objective,
+                    objective=to_camel(s.objective),
                     threshold=str(s.threshold),
                     window=s.window,
                 )
@@ -302,7 +303,7 @@ class Orchestrator:
         await self._revert_all()
         self.record.status = status
         if status is Status.ABORTED:
-            self.record.message = f"aborted: {abort.reason if abort else 'stop requested'}"
+            self.record.message = "aborted; every injected fault was reverted"
         elif status is Status.INTERRUPTED:
             self.record.message = "interrupted; every injected fault was reverted"
         self._move(Phase.REPORTING)
@@ -534,10 +535,18 @@ class Orchestrator:
         if self.record.status is Status.RUNNING:
             self.record.status = Status.ERROR
             self.record.message = self.record.message or "the run ended without a verdict"
-        for srec in self.record.slos:
-            if srec.verdict == "not-evaluated" and srec.evaluations:
-                last = self.guard.last.get(srec.name)
-                srec.verdict = "passed" if last is None or last.holds else "breached"
+        for tracker in self.guard.trackers:
+            srec = self._slo_records[tracker.slo.name]
+            if srec.verdict != "not-evaluated":
+                continue
+            last = self.guard.last.get(srec.name)
+            if last is None:
+                srec.verdict = "no-data" if not srec.evaluations else "passed"
+                continue
+            # Stopped before the recovery check: judged on the last evaluation it had.
+            srec.verdict = "passed" if last.holds else "breached"
+            srec.observed = last.observed
+            srec.samples = list(tracker.window)
         if any(f.revert_error and f.outstanding for f in self.record.faults):
             left = ", ".join(f.name for f in self.record.faults if f.revert_error)
             self.record.message = (

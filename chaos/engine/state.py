@@ -1,12 +1,11 @@
 """The run lifecycle as a tiny explicit state machine.
 
     preflight -> baseline -> injecting -> observing -> reverting -> recovering -> reporting -> done
-        |            |            |___________|______________^            ^
-        |            |________________________________________________________|  (not steady: skip faults)
-        |________________________________________________________________________|  (preflight failed)
 
-Every phase may go to ``reverting`` (abort, interrupt, error) or straight to ``reporting`` when
-nothing was injected. Any other move is a bug and raises :class:`IllegalTransition`.
+A stopped run (abort, interrupt, error) goes to ``reverting`` from baseline, injecting or
+observing and then to ``reporting``, skipping the recovery check; a breach at baseline or a failed
+preflight goes straight to ``reporting``. Any other move is a bug and raises
+:class:`IllegalTransition`.
 """
 
 from __future__ import annotations
@@ -29,7 +28,9 @@ class Phase(enum.StrEnum):
 
 _ALLOWED: dict[Phase, frozenset[Phase]] = {
     Phase.PREFLIGHT: frozenset({Phase.BASELINE, Phase.REPORTING}),
-    Phase.BASELINE: frozenset({Phase.INJECTING, Phase.RECOVERING, Phase.REVERTING, Phase.REPORTING}),
+    Phase.BASELINE: frozenset(
+        {Phase.INJECTING, Phase.RECOVERING, Phase.REVERTING, Phase.REPORTING}
+    ),
     Phase.INJECTING: frozenset({Phase.OBSERVING, Phase.REVERTING}),
     Phase.OBSERVING: frozenset({Phase.REVERTING}),
     Phase.REVERTING: frozenset({Phase.RECOVERING, Phase.REPORTING}),

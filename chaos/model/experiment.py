@@ -212,7 +212,9 @@ class ProcessTarget(Strict):
             try:
                 re.compile(self.name)
             except re.error as exc:
-                raise ValueError(f"name '{self.name}' is not a valid regular expression: {exc}")
+                raise ValueError(
+                    f"name '{self.name}' is not a valid regular expression: {exc}"
+                ) from None
         return self
 
     def describe(self) -> str:
@@ -394,7 +396,9 @@ class ProxySpec(Strict):
 
 class Limits(Strict):
     max_duration: Duration = 600.0
-    max_processes: int = Field(default=10, ge=1, description="cap on local processes one fault hits")
+    max_processes: int = Field(
+        default=10, ge=1, description="cap on local processes one fault hits"
+    )
     max_pods: int | None = Field(default=None, ge=1)
     max_percent: Percent | None = None
 
@@ -501,7 +505,8 @@ def check_references(exp: Experiment) -> list[tuple[Loc, str]]:
             (
                 ("spec", "limits", "maxDuration"),
                 f"the plan takes {spec.planned_duration:g}s (baseline + faults + recovery) but "
-                f"maxDuration is {spec.limits.max_duration:g}s; raise maxDuration or shorten the plan",
+                f"maxDuration is {spec.limits.max_duration:g}s; raise maxDuration or shorten "
+                "the plan",
             )
         )
     return problems

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.constructor import SafeConstructor
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
+from yaml.constructor import SafeConstructor
 
 from chaos.errors import ExperimentInvalid, InvalidInput, Problem
 from chaos.model.experiment import NAME_HINT, Experiment, Loc, check_references
@@ -237,8 +237,8 @@ def _expand_use(
         problems.add(exp.values.get((*loc, "with")), "'with' takes a mapping of parameters")
         return None
     params: dict[str, Any] = {}
-    for pname, pdecl in declared.items():
-        pdecl = pdecl or {}
+    for pname, raw_decl in declared.items():
+        pdecl = raw_decl or {}
         if pname in given:
             params[pname] = given[pname]
         elif "default" in pdecl:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from chaos.engine.slo import format_observed
 from chaos.journal.record import RunRecord
 from chaos.model._units import format_duration
-from chaos.model.experiment import Experiment, SloSpec
+from chaos.model.experiment import Experiment, ProbeSpec, SloSpec
 
 _VERDICT = {
     "passed": "PASSED",
@@ -80,6 +80,16 @@ def render_summary(record: RunRecord, experiment: Experiment, exit_code: int,
     return "\n".join(lines)
 
 
+def _probe_target(probe: ProbeSpec) -> str:
+    if probe.http is not None:
+        return f"{probe.http.method} {probe.http.url}"
+    if probe.tcp is not None:
+        return f"connect {probe.tcp.host}:{probe.tcp.port}"
+    if probe.command is not None:
+        return " ".join(probe.command.argv)
+    return ""
+
+
 def render_plan(experiment: Experiment, faults: list[tuple[str, str, list[str]]]) -> str:
     """``faults`` holds (fault name, what it does, resolved targets) in declaration order."""
     spec = experiment.spec
@@ -96,12 +106,9 @@ def render_plan(experiment: Experiment, faults: list[tuple[str, str, list[str]]]
         for p in spec.proxies:
             lines.append(f"  {p.name}: {p.listen} -> {p.upstream}")
     lines.append("probes:")
-    for p in spec.probes:
-        kind = p.kind
-        what = {"http": lambda: f"{p.http.method} {p.http.url}" if p.http else "",
-                "tcp": lambda: f"connect {p.tcp.host}:{p.tcp.port}" if p.tcp else "",
-                "command": lambda: " ".join(p.command.argv) if p.command else ""}[kind]()
-        lines.append(f"  {p.name}: {kind} {what} every {format_duration(p.interval)}")
+    for probe in spec.probes:
+        lines.append(f"  {probe.name}: {probe.kind} {_probe_target(probe)} every "
+                     f"{format_duration(probe.interval)}")
     if spec.slos:
         lines.append("SLOs (the guard aborts and reverts on breach):")
         for s in spec.slos:

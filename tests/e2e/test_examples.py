@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from chaos.demo.launch import DemoService, port_free
+from chaos.demo.launch import DemoService, listening
 from chaos.platform.local import procs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def ts(value: str) -> float:
 
 
 def assert_nothing_left(env: dict[str, str], service: DemoService) -> None:
-    assert port_free(int(env["CHAOS_DEMO_PROXY_PORT"])), "the proxy must be closed after the run"
+    assert not listening(int(env["CHAOS_DEMO_PROXY_PORT"])), "the proxy must be closed"
     assert procs.find_by_name(r"chaos\.platform\.local\._burner") == []
     pid = int(service.service_pidfile.read_text())
     assert not procs.is_stopped(pid)
@@ -190,7 +190,7 @@ def test_plan_shows_targets_and_touches_nothing(demo: tuple[DemoService, dict[st
         capture_output=True, text=True, timeout=60, env=env, cwd=REPO,
     )
     assert dry.returncode == 0 and "proxies" in dry.stdout
-    assert port_free(int(env["CHAOS_DEMO_PROXY_PORT"]))
+    assert not listening(int(env["CHAOS_DEMO_PROXY_PORT"]))
 
 
 def test_missing_target_is_exit_2_and_nothing_injected(tmp_path: Path) -> None:
