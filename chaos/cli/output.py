@@ -31,7 +31,9 @@ def configure_logging(fmt: str, verbose: bool, stream: TextIO | None = None) -> 
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # People at a terminal read local wall time; machines get ISO 8601 UTC.
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False) if console
+            else structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -224,3 +224,57 @@ def test_one_shot_fault_is_not_outstanding() -> None:
     kill = next(f for f in record.faults if f.name == "kill")
     assert kill.one_shot and kill.injected_at and not kill.outstanding
     assert world.times("revert:kill") == []
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def event(self, name: str, /, **fields: object) -> None:
+        self.events.append((name, fields))
+
+
+def test_hanging_probe_is_cut_off_and_counts_as_failed() -> None:
+    world = World()
+    hang = FakePlatform(world, latency=lambda w, t: 3600.0)
+    record, _ = run(experiment(), hang)
+    samples = record.probes["web"]
+    assert samples, "a hanging probe still produces (failed) samples"
+    assert all(not s.ok and "did not answer within 2s" in s.detail for s in samples)
+    assert record.status is Status.DEVIATED  # not steady at baseline: nothing injected
+    assert world.log == [(world.log[0][0], "rollback:restore")]
+
+
+def test_second_interrupt_reports_what_is_still_reverting_and_skips_nothing() -> None:
+    world = World()
+    recorder = Recorder()
+    platform = FakePlatform(world)
+    exp = experiment()
+    orch = Orchestrator(exp, platform, RunOptions(run_id="r", observer=recorder))
+    original_plan = platform.plan_fault
+
+    async def slow_plan(spec):  # type: ignore[no-untyped-def]
+        fault = await original_plan(spec)
+        original_revert = fault.revert
+
+        async def slow_revert() -> None:
+            await asyncio.sleep(2.0)  # a revert that takes a while
+            await original_revert()
+
+        fault.revert = slow_revert  # type: ignore[method-assign]
+        return fault
+
+    platform.plan_fault = slow_plan  # type: ignore[method-assign]
+
+    async def main() -> RunRecord:
+        loop = asyncio.get_running_loop()
+        loop.call_later(9.0, orch.interrupt, "SIGINT")
+        loop.call_later(9.5, orch.interrupt, "SIGINT")
+        return await orch.run()
+
+    record = run_virtual(main())
+    assert record.status is Status.INTERRUPTED
+    again = [f for name, f in recorder.events if name == "interrupt_again"]
+    assert again and again[0]["still_reverting"] == ["pause", "slow"]
+    assert world.active == set()
+    assert all(f.reverted_at for f in record.faults)
