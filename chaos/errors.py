@@ -9,6 +9,7 @@ the boundary into the most specific class here, chained with ``raise ... from ex
     │   ├── ExperimentInvalid     one or more located problems in an experiment file
     │   └── TargetNotFound        a fault's target cannot be resolved at preflight
     ├── PlatformError             a driver could not do what it was asked
+    │   ├── TransientError        worth retrying (busy, unavailable); reverts retry these
     │   ├── PermissionDenied      the OS or an API refused (not root, RBAC 403, ...)
     │   ├── InjectFailed          applying a fault failed
     │   └── RevertFailed          removing a fault failed: it may still be active (exit 4)
@@ -71,6 +72,10 @@ class TargetNotFound(InvalidInput):
 
 class PlatformError(ChaosError):
     """A platform driver could not complete an operation."""
+
+
+class TransientError(PlatformError):
+    """A failure that may succeed if tried again shortly (busy device, API unavailable)."""
 
 
 class PermissionDenied(PlatformError):

@@ -34,6 +34,12 @@ ProbesDirOpt = Annotated[
 ]
 
 
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="fault journals and locks (default $XDG_STATE_HOME/chaos)"),
+]
+
+
 def _fail(exc: ChaosError) -> None:
     print(f"error: {exc}", file=sys.stderr)
     raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1)
@@ -49,6 +55,7 @@ def run(
         bool, typer.Option("--verbose", "-v", help="log every probe sample")
     ] = False,
     probes_dir: ProbesDirOpt = None,
+    state_dir: StateDirOpt = None,
 ) -> None:
     """Run an experiment: baseline, faults under the SLO guard, revert, recovery check."""
     from chaos.cli.runner import RunArgs, execute
@@ -56,7 +63,8 @@ def run(
     if log_format not in ("auto", "console", "json"):
         _fail(InvalidInput(f"--log-format must be auto, console or json, not '{log_format}'"))
     try:
-        code = execute(RunArgs(experiment, journal, dry_run, log_format, verbose, probes_dir))
+        code = execute(RunArgs(experiment, journal, dry_run, log_format, verbose, probes_dir,
+                               state_dir=state_dir))
     except ChaosError as exc:
         _fail(exc)
     raise typer.Exit(code)
@@ -84,6 +92,21 @@ def validate(experiment: ExperimentArg, probes_dir: ProbesDirOpt = None) -> None
         _fail(exc)
     print(f"{experiment}: valid ({exp.metadata.name}: {len(exp.spec.probes)} probes, "
           f"{len(exp.spec.slos)} SLOs, {len(exp.spec.faults)} faults)")
+
+
+@app.command()
+def recover(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be reverted")] = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Revert every fault that a killed or failed run left behind. Exit 0 when nothing is left."""
+    from chaos.cli.runner import recover as do_recover
+
+    try:
+        code = do_recover(state_dir, dry_run)
+    except ChaosError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
 
 
 @app.command()

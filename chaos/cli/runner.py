@@ -17,6 +17,7 @@ from chaos.cli.output import CliObserver, LiveLine, configure_logging
 from chaos.engine.orchestrator import Orchestrator, RunOptions, exit_code
 from chaos.errors import InvalidInput
 from chaos.journal.record import RunRecord
+from chaos.journal.wal import Journal, StateDir, TargetLocks, check_no_outstanding
 from chaos.model.experiment import Experiment
 from chaos.model.loader import load_experiment
 from chaos.reporting import render_plan, render_summary
@@ -31,6 +32,7 @@ class RunArgs:
     verbose: bool = False
     probes_dirs: list[Path] | None = None
     run_id: str | None = None
+    state_dir: Path | None = None
 
 
 def new_run_id() -> str:
@@ -94,11 +96,20 @@ def execute(args: RunArgs) -> int:
             write_atomically(journal, record.to_json())
 
     platform = _platform(experiment)
+    state = StateDir(args.state_dir)
+    fault_journal = Journal(state, run_id)
+    locks = TargetLocks(state)
+
+    def claim(keys: list[str]) -> None:
+        check_no_outstanding(state, keys)
+        locks.acquire(keys)
+
     orchestrator = Orchestrator(
         experiment,
         platform,
         RunOptions(run_id=run_id, experiment_file=str(args.experiment), observer=observer,
-                   persist=persist),
+                   persist=persist, fault_log=fault_journal, claim_targets=claim,
+                   release_targets=locks.release),
     )
 
     async def main() -> RunRecord:
@@ -111,8 +122,51 @@ def execute(args: RunArgs) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    record = asyncio.run(main())
+    try:
+        record = asyncio.run(main())
+    finally:
+        fault_journal.close()
+        locks.release()
     observer.close()
     code = exit_code(record)
     print(render_summary(record, experiment, code, str(journal) if journal else None))
     return code
+
+
+def recover(state_dir: Path | None, dry_run: bool) -> int:
+    """Revert what crashed runs left behind; 0 only when nothing is left."""
+    from chaos.faults.recovery import manual_steps, revert_outstanding
+    from chaos.journal.wal import append_to, outstanding_runs
+
+    state = StateDir(state_dir)
+    runs = outstanding_runs(state)
+    if not runs:
+        print(f"nothing to recover in {state.root}")
+        return 0
+    left = 0
+    for run in runs:
+        print(f"run {run.run_id} ({run.experiment or '?'}, started {run.started_at or '?'}) "
+              f"left {len(run.outstanding)} fault(s):")
+        for fault in run.outstanding:
+            how = "applied" if fault.applied else "intent only (may be half applied)"
+            print(f"  {fault.name} [{fault.kind}] {how}; targets: {', '.join(fault.targets)}")
+            if dry_run:
+                print(f"    would revert; by hand: {manual_steps(fault)}")
+                continue
+            result = asyncio.run(revert_outstanding(fault))
+            if result.ok:
+                append_to(run.journal, "reverted", fault=fault.name, by="recover",
+                          detail=result.detail)
+                print(f"    reverted: {result.detail}")
+            else:
+                left += 1
+                append_to(run.journal, "revert_failed", fault=fault.name, by="recover",
+                          error=result.detail)
+                print(f"    NOT reverted: {result.detail}", file=sys.stderr)
+    if dry_run:
+        return 0
+    if left:
+        print(f"{left} fault(s) could not be reverted; see above and runbooks/", file=sys.stderr)
+        return 4
+    print("recovered: nothing is left")
+    return 0

@@ -21,11 +21,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pydantic.alias_generators import to_camel
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
-from chaos.engine.protocols import Fault, Outcome, Platform, Probe
+from chaos.engine.protocols import Fault, FaultLog, Outcome, Platform, Probe
 from chaos.engine.slo import Evaluation, Guard, format_observed
 from chaos.engine.state import Phase, RunState
-from chaos.errors import ChaosError, InvalidInput
+from chaos.errors import ChaosError, InvalidInput, TransientError
 from chaos.journal.record import (
     AbortRecord,
     FaultRecord,
@@ -56,6 +62,11 @@ class RunOptions:
     experiment_file: str | None = None
     observer: Observer = field(default_factory=_Silent)
     persist: Callable[[RunRecord], None] | None = None
+    fault_log: FaultLog | None = None
+    claim_targets: Callable[[list[str]], None] | None = None
+    release_targets: Callable[[], None] | None = None
+    revert_attempts: int = 5
+    revert_retry_max_wait: float = 2.0
     inject_timeout: float = 30.0
     revert_timeout: float = 30.0
     probe_grace: float = 1.0  # a probe gets its own timeout plus this before the engine cuts it
@@ -181,6 +192,8 @@ class Orchestrator:
         self._wall0 = time.time()
         self._stop = asyncio.Event()
         self.record.started_at = self.wall()
+        self._log("start", experiment=self.experiment.metadata.name,
+                  experiment_file=self.options.experiment_file)
         spec = self.experiment.spec
         deadline = loop.call_later(spec.limits.max_duration, self._max_duration_reached)
         started = False
@@ -199,10 +212,14 @@ class Orchestrator:
             if started:
                 await self._rollbacks()
             await self._close_platform()
+            if self.options.release_targets is not None:
+                self.options.release_targets()
             if self.state.phase is not Phase.REPORTING:
                 with contextlib.suppress(ChaosError):
                     self._move(Phase.REPORTING)
             self._finish()
+            self._log("end", status=str(self.record.status),
+                      outstanding=[f.name for f in self.record.outstanding_faults])
             self._move(Phase.DONE)
         return self.record
 
@@ -239,6 +256,12 @@ class Orchestrator:
             self._fault_records[fspec.name] = rec
             self.record.faults.append(rec)
             self.obs.event("planned", fault=fspec.name, targets=rec.targets, what=rec.description)
+        if not problems and self.options.claim_targets is not None:
+            keys = sorted({k for fault in self._faults for k in fault.target_keys()})
+            try:
+                self.options.claim_targets(keys)
+            except ChaosError as exc:
+                problems.append(str(exc))
         if problems:
             self.record.status = Status.ERROR
             self.record.message = "preflight failed; nothing was injected"
@@ -338,6 +361,21 @@ class Orchestrator:
         self.obs.event("injecting", fault=rec.name, kind=rec.kind, targets=rec.targets)
         self._persist()
         try:
+            # Written (and fsynced) before anything is touched: a crash after this point
+            # leaves a record that `chaos recover` acts on.
+            self._log("intent", fault=rec.name, kind=rec.kind, targets=rec.targets,
+                      target_keys=fault.target_keys(), revert_state=fault.revert_state(),
+                      one_shot=fault.one_shot)
+        except Exception as exc:
+            rec.inject_error = f"not injected: the fault journal could not be written: {exc}"
+            self.record.errors.append(rec.inject_error)
+            self._trigger_stop(
+                Status.ERROR,
+                AbortRecord(reason=rec.inject_error, slo=None, observed=None, threshold=None,
+                            at=self.wall(), t=self.now()),
+            )
+            return
+        try:
             await asyncio.wait_for(fault.inject(), self.options.inject_timeout)
         except Exception as exc:
             rec.inject_error = _describe_exc(exc)
@@ -357,9 +395,10 @@ class Orchestrator:
         rec.injected_at = self.wall()
         rec.revert_state = fault.revert_state()
         if fault.one_shot:
-            rec.reverted_at = None
+            self._log("done", fault=rec.name)
         else:
             self._active.append(fault)
+            self._log("applied", fault=rec.name, revert_state=rec.revert_state)
         self.obs.event("injected", fault=rec.name, kind=rec.kind, targets=rec.targets)
         self._persist()
 
@@ -367,20 +406,48 @@ class Orchestrator:
         rec = self._fault_records[fault.spec.name]
         self._reverting.add(rec.name)
         try:
-            await asyncio.wait_for(fault.revert(), self.options.revert_timeout)
+            await self._revert_with_retries(fault)
         except Exception as exc:
             rec.revert_error = _describe_exc(exc)
             self.record.errors.append(f"fault '{rec.name}' failed to revert: {rec.revert_error}")
             self.obs.event("revert_failed", fault=rec.name, error=rec.revert_error)
+            self._log_quietly("revert_failed", fault=rec.name, error=rec.revert_error)
         else:
             rec.reverted_at = self.wall()
             rec.revert_error = None
             self.obs.event("reverted", fault=rec.name, kind=rec.kind)
+            self._log_quietly("reverted", fault=rec.name)
         finally:
             self._reverting.discard(rec.name)
             if fault in self._active:
                 self._active.remove(fault)
             self._persist()
+
+    async def _revert_with_retries(self, fault: Fault) -> None:
+        """Retry transient failures (bounded, exponential backoff with jitter); stop at once on
+        anything else, because repeating a permanent failure only delays the person fixing it."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((TransientError, TimeoutError)),
+            stop=stop_after_attempt(self.options.revert_attempts),
+            wait=wait_exponential_jitter(multiplier=0.1, max=self.options.revert_retry_max_wait),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    self.obs.event("revert_retry", fault=fault.spec.name,
+                                   attempt=attempt.retry_state.attempt_number)
+                await asyncio.wait_for(fault.revert(), self.options.revert_timeout)
+
+    def _log(self, record_type: str, /, **fields: object) -> None:
+        if self.options.fault_log is not None:
+            self.options.fault_log.append(record_type, run_id=self.options.run_id, **fields)
+
+    def _log_quietly(self, record_type: str, /, **fields: object) -> None:
+        """Journal an outcome; a journal failure here must not stop the other reverts."""
+        try:
+            self._log(record_type, **fields)
+        except Exception as exc:
+            self.record.errors.append(f"fault journal write failed ({record_type}): {exc}")
 
     async def _revert_all(self) -> None:
         """Revert every active fault, newest first; each revert runs even if another fails."""

@@ -51,9 +51,24 @@ class Fault(Protocol):
         """What a later `chaos recover` needs to undo this fault (pids, addresses, ...)."""
         ...
 
+    def target_keys(self) -> list[str]:
+        """Stable names of what this fault touches, for locks and crash recovery."""
+        ...
+
     async def inject(self) -> None: ...
 
     async def revert(self) -> None: ...
+
+
+class FaultLog(Protocol):
+    """The write-ahead record of faults (chaos.journal.wal.Journal implements it).
+
+    ``intent`` is written before a fault is applied, ``applied`` after, ``reverted`` or
+    ``revert_failed`` after the revert; ``done`` closes a one-shot fault. Each call must be
+    durable before it returns.
+    """
+
+    def append(self, record_type: str, /, **fields: object) -> None: ...
 
 
 class Platform(Protocol):

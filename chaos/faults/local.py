@@ -35,6 +35,7 @@ from chaos.platform.local.proxy import FaultProxy
 from chaos.platform.local.run import run_argv
 from chaos.platform.local.stress import CpuBurners
 from chaos.platform.local.tc import Netem
+from chaos.platform.local.watchdog import Watchdog, spawn_watchdog
 from chaos.probes import CommandProbeDriver, HttpProbeDriver, TcpProbeDriver
 
 SELF_EXPIRY_GRACE = 10.0
@@ -74,6 +75,7 @@ def resolve_processes(target: ProcessTarget, limit: int) -> list[procs.ProcInfo]
 
 class _Base:
     one_shot = False
+    grace = SELF_EXPIRY_GRACE
 
     def __init__(self, spec: FaultSpec) -> None:
         self._spec = spec
@@ -83,7 +85,8 @@ class _Base:
         return self._spec
 
     def _expiry(self) -> float:
-        return (self._spec.duration or 0.0) + SELF_EXPIRY_GRACE
+        """Seconds after injection when the fault removes itself, runner or no runner."""
+        return (self._spec.duration or 0.0) + self.grace
 
 
 class ProcessKillFault(_Base):
@@ -103,6 +106,9 @@ class ProcessKillFault(_Base):
     def revert_state(self) -> dict[str, object]:
         return {"pids": [p.pid for p in self.procs]}
 
+    def target_keys(self) -> list[str]:
+        return [f"local:process:{p.pid}" for p in self.procs]
+
     async def inject(self) -> None:
         sig = signal.Signals[self.params.signal]
         for info in self.procs:
@@ -116,6 +122,7 @@ class ProcessPauseFault(_Base):
     def __init__(self, spec: FaultSpec, targets: list[procs.ProcInfo]) -> None:
         super().__init__(spec)
         self.procs = targets
+        self.watchdog: Watchdog | None = None
 
     def targets(self) -> list[str]:
         return [p.describe() for p in self.procs]
@@ -124,10 +131,19 @@ class ProcessPauseFault(_Base):
         return f"pause (SIGSTOP) {len(self.procs)} process(es) for {self._spec.duration:g}s"
 
     def revert_state(self) -> dict[str, object]:
-        return {"pids": [p.pid for p in self.procs],
-                "start_ticks": [p.start_ticks for p in self.procs]}
+        state: dict[str, object] = {"pids": [p.pid for p in self.procs],
+                                    "start_ticks": [p.start_ticks for p in self.procs]}
+        if self.watchdog is not None:
+            state.update(self.watchdog.state())
+        return state
+
+    def target_keys(self) -> list[str]:
+        return [f"local:process:{p.pid}" for p in self.procs]
 
     async def inject(self) -> None:
+        # The watchdog exists before the first SIGSTOP, so no moment leaves a process paused
+        # with nothing that will resume it.
+        self.watchdog = spawn_watchdog(self._expiry(), sigcont=self.procs)
         for info in self.procs:
             procs.send_signal(info, signal.SIGSTOP)
 
@@ -145,6 +161,8 @@ class ProcessPauseFault(_Base):
                 "could not resume: " + "; ".join(errors),
                 hint="resume by hand with: kill -CONT <pid>",
             )
+        if self.watchdog is not None:
+            self.watchdog.cancel()
 
 
 class ProxyFault(_Base):
@@ -175,6 +193,10 @@ class ProxyFault(_Base):
         host, port = self.proxy.listen
         return {"proxy": self.proxy.name, "listen": f"{host}:{port}"}
 
+    def target_keys(self) -> list[str]:
+        host, port = self.proxy.listen
+        return [f"local:proxy:{host}:{port}"]
+
     async def inject(self) -> None:
         p = self.params
         if isinstance(p, ConnectionReset):
@@ -191,6 +213,7 @@ class NetemFault(_Base):
     def __init__(self, spec: FaultSpec, netem: Netem) -> None:
         super().__init__(spec)
         self.netem = netem
+        self.watchdog: Watchdog | None = None
 
     def targets(self) -> list[str]:
         p = self._spec.network_latency
@@ -204,13 +227,28 @@ class NetemFault(_Base):
     def revert_state(self) -> dict[str, object]:
         p = self._spec.network_latency
         assert p is not None
-        return {"interface": p.interface, "netns": p.netns}
+        state: dict[str, object] = {"interface": p.interface, "netns": p.netns}
+        if self.watchdog is not None:
+            state.update(self.watchdog.state())
+        return state
+
+    def target_keys(self) -> list[str]:
+        p = self._spec.network_latency
+        assert p is not None
+        return [f"local:netem:{p.netns or 'host'}:{p.interface}"]
 
     async def inject(self) -> None:
+        p = self._spec.network_latency
+        assert p is not None
+        assert p.interface is not None
+        spec = p.interface + (f"@{p.netns}" if p.netns else "")
+        self.watchdog = spawn_watchdog(self._expiry(), netem=[spec])
         await self.netem.apply()
 
     async def revert(self) -> None:
         await self.netem.remove()
+        if self.watchdog is not None:
+            self.watchdog.cancel()
 
 
 class CpuStressFault(_Base):
@@ -228,7 +266,12 @@ class CpuStressFault(_Base):
                 f"{self._spec.duration:g}s")
 
     def revert_state(self) -> dict[str, object]:
-        return {"pids": self.burners.pids if self.burners else []}
+        pids = self.burners.pids if self.burners else []
+        infos = [procs.proc_info(pid) for pid in pids]
+        return {"pids": pids, "start_ticks": [i.start_ticks if i else 0 for i in infos]}
+
+    def target_keys(self) -> list[str]:
+        return ["local:cpu"]
 
     async def inject(self) -> None:
         self.burners = CpuBurners(self.workers, self.load, self._expiry())
@@ -279,7 +322,10 @@ class LocalPlatform:
             raise
 
     async def plan_fault(self, spec: FaultSpec) -> Fault:
-        return self._planners[spec.kind](spec)
+        fault = self._planners[spec.kind](spec)
+        if isinstance(fault, _Base):
+            fault.grace = self.experiment.spec.limits.expiry_grace
+        return fault
 
     def probe(self, spec: ProbeSpec) -> Probe:
         if spec.http is not None:

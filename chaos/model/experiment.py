@@ -396,6 +396,11 @@ class ProxySpec(Strict):
 
 class Limits(Strict):
     max_duration: Duration = 600.0
+    expiry_grace: Duration = Field(
+        default=10.0,
+        description="every fault removes itself this long after its duration even if the "
+        "runner is gone (the dead-man's switch)",
+    )
     max_processes: int = Field(
         default=10, ge=1, description="cap on local processes one fault hits"
     )

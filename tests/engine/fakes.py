@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chaos.engine.protocols import Outcome
-from chaos.errors import InjectFailed, RevertFailed, TargetNotFound
+from chaos.errors import InjectFailed, RevertFailed, TargetNotFound, TransientError
 from chaos.model.experiment import FaultSpec, ProbeSpec, RollbackSpec
 
 
@@ -21,6 +21,7 @@ class World:
     fail_revert: set[str] = field(default_factory=set)
     missing_targets: set[str] = field(default_factory=set)
     rollback_fails: set[str] = field(default_factory=set)
+    transient_reverts: dict[str, int] = field(default_factory=dict)
 
     def note(self, what: str) -> None:
         self.log.append((asyncio.get_running_loop().time(), what))
@@ -80,6 +81,9 @@ class FakeFault:
     def revert_state(self) -> dict[str, object]:
         return {"fake": self._spec.name}
 
+    def target_keys(self) -> list[str]:
+        return [f"fake:{self._spec.name}"]
+
     async def inject(self) -> None:
         self.world.note(f"inject:{self._spec.name}")
         if self._spec.name in self.world.fail_inject:
@@ -91,6 +95,9 @@ class FakeFault:
         self.world.note(f"revert:{self._spec.name}")
         if self._spec.name in self.world.fail_revert:
             raise RevertFailed(f"cannot revert {self._spec.name}")
+        if self.world.transient_reverts.get(self._spec.name, 0) > 0:
+            self.world.transient_reverts[self._spec.name] -= 1
+            raise TransientError(f"{self._spec.name}: device busy")
         self.world.active.discard(self._spec.name)
 
 

@@ -278,3 +278,71 @@ def test_second_interrupt_reports_what_is_still_reverting_and_skips_nothing() ->
     assert again and again[0]["still_reverting"] == ["pause", "slow"]
     assert world.active == set()
     assert all(f.reverted_at for f in record.faults)
+
+
+class MemoryLog:
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.records: list[dict[str, object]] = []
+        self.fail_on = fail_on
+
+    def append(self, record_type: str, /, **fields: object) -> None:
+        if record_type == self.fail_on:
+            raise OSError("No space left on device")
+        self.records.append({"type": record_type, **fields})
+
+
+def test_intent_is_logged_before_inject_and_outcomes_after() -> None:
+    world = World()
+    log = MemoryLog()
+    orch = Orchestrator(experiment(), FakePlatform(world), RunOptions(run_id="r", fault_log=log))
+    run_virtual(orch.run())
+    kinds = [(r["type"], r.get("fault")) for r in log.records]
+    assert kinds[0] == ("start", None) and kinds[-1] == ("end", None)
+    for name in ("slow", "pause"):
+        seq = [k for k, f in kinds if f == name]
+        assert seq == ["intent", "applied", "reverted"]
+    intent = next(r for r in log.records if r["type"] == "intent")
+    assert intent["target_keys"] == ["fake:slow"] and intent["revert_state"]
+
+
+def test_journal_failure_means_nothing_is_injected() -> None:
+    world = World()
+    orch = Orchestrator(experiment(), FakePlatform(world),
+                        RunOptions(run_id="r", fault_log=MemoryLog(fail_on="intent")))
+    record = run_virtual(orch.run())
+    assert not [w for _, w in world.log if w.startswith("inject:")]
+    assert record.status is Status.ERROR
+    assert "fault journal could not be written" in record.errors[0]
+
+
+def test_transient_revert_failures_are_retried() -> None:
+    world = World(transient_reverts={"slow": 2})
+    record, _ = run(experiment(), FakePlatform(world))
+    assert record.status is Status.PASSED
+    assert len(world.times("revert:slow")) == 3
+    assert world.active == set()
+
+
+def test_permanent_revert_failure_is_not_retried() -> None:
+    world = World(fail_revert={"slow"})
+    record, _ = run(experiment(), FakePlatform(world))
+    assert len(world.times("revert:slow")) == 1
+    assert exit_code(record) == 4
+
+
+def test_claim_targets_refusal_stops_before_anything() -> None:
+    from chaos.errors import InvalidInput
+
+    world = World()
+    claimed: list[list[str]] = []
+
+    def claim(keys: list[str]) -> None:
+        claimed.append(keys)
+        raise InvalidInput("fake:slow has outstanding faults from run abc; run `chaos recover`")
+
+    orch = Orchestrator(experiment(), FakePlatform(world),
+                        RunOptions(run_id="r", claim_targets=claim))
+    record = run_virtual(orch.run())
+    assert claimed == [["fake:pause", "fake:slow"]]
+    assert exit_code(record) == 2 and world.log == []
+    assert "chaos recover" in record.errors[0]
