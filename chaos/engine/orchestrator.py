@@ -204,7 +204,10 @@ class Orchestrator:
         except Exception as exc:  # a bug or an unexpected driver failure: still revert everything
             self.record.errors.append(f"unexpected error: {type(exc).__name__}: {exc}")
             self.record.status = Status.ERROR
+            self.record.message = "the run failed unexpectedly; every injected fault was reverted"
             self.obs.event("error", error=str(exc))
+            if self.state.phase in (Phase.BASELINE, Phase.INJECTING, Phase.OBSERVING):
+                self._move(Phase.REVERTING)
             await self._revert_all()
         finally:
             deadline.cancel()
@@ -329,6 +332,8 @@ class Orchestrator:
             self.record.message = "aborted; every injected fault was reverted"
         elif status is Status.INTERRUPTED:
             self.record.message = "interrupted; every injected fault was reverted"
+        else:
+            self.record.message = "a fault failed to inject; every injected fault was reverted"
         self._move(Phase.REPORTING)
 
     # ------------------------------------------------------------------------------ faults

@@ -346,3 +346,25 @@ def test_claim_targets_refusal_stops_before_anything() -> None:
     assert claimed == [["fake:pause", "fake:slow"]]
     assert exit_code(record) == 2 and world.log == []
     assert "chaos recover" in record.errors[0]
+
+
+def test_unexpected_driver_exception_mid_run_still_reverts_and_finishes() -> None:
+    world = World()
+    platform = FakePlatform(world)
+    exp = experiment()
+    orch = Orchestrator(exp, platform, RunOptions(run_id="r"))
+    calls = {"n": 0}
+
+    def exploding_persist(record: RunRecord) -> None:
+        # Blow up once, after the first fault is in (a bug in a sink, say).
+        if world.active and calls["n"] == 0:
+            calls["n"] += 1
+            raise RuntimeError("boom")
+
+    orch.options.persist = exploding_persist
+    record = run_virtual(orch.run())
+    assert record.status is Status.ERROR
+    assert "unexpected error: RuntimeError: boom" in record.errors[0]
+    assert world.active == set()
+    assert orch.state.phase is Phase.DONE
+    assert Phase.REVERTING in orch.state.history
