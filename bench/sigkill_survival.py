@@ -1,6 +1,7 @@
 """No fault left behind, measured: kill the runner at random moments and count what survives.
 
-    python bench/sigkill_survival.py [--trials 50] [--seed N] [--modes recover,expiry,SIGTERM,SIGINT]
+    python bench/sigkill_survival.py [--trials 50] [--seed N]
+                                     [--modes recover,expiry,SIGTERM,SIGINT]
 
 For each mode it runs N trials of an experiment with every local fault kind (pause, proxy
 latency, connection reset, CPU stress, process kill), sends the signal at a uniformly random
@@ -54,6 +55,7 @@ def main() -> int:
                     mid += 1.2 < trial.delay < 1.2 + 4.0
                     if not trial.ok:
                         failures.append(f"{mode} at {trial.delay:.2f}s: {trial.leftovers}")
+                        print("  LEFT BEHIND:", failures[-1], flush=True)
             finally:
                 harness.close()
         seconds = time.monotonic() - started

@@ -54,7 +54,7 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _platform(experiment: Experiment):  # type: ignore[no-untyped-def]
+def _platform(experiment: Experiment, run_id: str = "-"):  # type: ignore[no-untyped-def]
     if experiment.spec.target.platform != "local":
         raise InvalidInput(
             f"platform '{experiment.spec.target.platform}' is not supported by this version",
@@ -62,7 +62,7 @@ def _platform(experiment: Experiment):  # type: ignore[no-untyped-def]
         )
     from chaos.faults.local import LocalPlatform  # lazy: pulls in httpx
 
-    return LocalPlatform(experiment)
+    return LocalPlatform(experiment, run_id)
 
 
 async def plan(experiment: Experiment) -> str:
@@ -95,7 +95,7 @@ def execute(args: RunArgs) -> int:
         if journal is not None:
             write_atomically(journal, record.to_json())
 
-    platform = _platform(experiment)
+    platform = _platform(experiment, run_id)
     state = StateDir(args.state_dir)
     fault_journal = Journal(state, run_id)
     locks = TargetLocks(state)

@@ -79,6 +79,7 @@ class _Base:
 
     def __init__(self, spec: FaultSpec) -> None:
         self._spec = spec
+        self.tag = f"-/{spec.name}"  # run_id/fault; set by the platform
 
     @property
     def spec(self) -> FaultSpec:
@@ -143,7 +144,7 @@ class ProcessPauseFault(_Base):
     async def inject(self) -> None:
         # The watchdog exists before the first SIGSTOP, so no moment leaves a process paused
         # with nothing that will resume it.
-        self.watchdog = spawn_watchdog(self._expiry(), sigcont=self.procs)
+        self.watchdog = spawn_watchdog(self._expiry(), tag=self.tag, sigcont=self.procs)
         for info in self.procs:
             procs.send_signal(info, signal.SIGSTOP)
 
@@ -242,7 +243,7 @@ class NetemFault(_Base):
         assert p is not None
         assert p.interface is not None
         spec = p.interface + (f"@{p.netns}" if p.netns else "")
-        self.watchdog = spawn_watchdog(self._expiry(), netem=[spec])
+        self.watchdog = spawn_watchdog(self._expiry(), tag=self.tag, netem=[spec])
         await self.netem.apply()
 
     async def revert(self) -> None:
@@ -285,8 +286,9 @@ class CpuStressFault(_Base):
 class LocalPlatform:
     """The Platform protocol on this machine: probes, local faults, proxies and rollbacks."""
 
-    def __init__(self, experiment: Experiment) -> None:
+    def __init__(self, experiment: Experiment, run_id: str = "-") -> None:
         self.experiment = experiment
+        self.run_id = run_id
         spec = experiment.spec
         self.proxies: dict[str, FaultProxy] = {
             p.name: FaultProxy(p.name, split_hostport(p.listen), split_hostport(p.upstream))
@@ -325,6 +327,7 @@ class LocalPlatform:
         fault = self._planners[spec.kind](spec)
         if isinstance(fault, _Base):
             fault.grace = self.experiment.spec.limits.expiry_grace
+            fault.tag = f"{self.run_id}/{spec.name}"
         return fault
 
     def probe(self, spec: ProbeSpec) -> Probe:

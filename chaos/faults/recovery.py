@@ -24,7 +24,7 @@ from chaos.errors import ChaosError, RevertFailed, TargetNotFound, TransientErro
 from chaos.journal.wal import OutstandingFault
 from chaos.platform.local import procs
 from chaos.platform.local.tc import Netem
-from chaos.platform.local.watchdog import cancel_watchdog
+from chaos.platform.local.watchdog import cancel_tagged, cancel_watchdog
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,8 @@ async def revert_outstanding(fault: OutstandingFault, attempts: int = 5) -> Reco
                 detail = await reverter(fault.revert_state)
     except ChaosError as exc:
         return RecoveryResult(fault, False, f"{exc}; remove it by hand: {manual_steps(fault)}")
+    # A run killed between starting a watchdog and journaling its pid: find it by its tag.
+    cancel_tagged(f"{fault.run_id}/{fault.name}")
     return RecoveryResult(fault, True, detail)
 
 

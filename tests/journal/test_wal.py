@@ -84,7 +84,7 @@ def test_a_killed_run_releases_its_journal_and_locks(tmp_path: Path) -> None:
     locks = TargetLocks(state)
     locks.acquire(["k1"])  # the kernel released the flock with the process
     locks.release()
-    with pytest.raises(InvalidInput, match="(?s)run crashy left fault .f.*chaos recover"):
+    with pytest.raises(InvalidInput, match=r"(?s)run crashy left fault .f.*chaos recover"):
         check_no_outstanding(state, ["k1", "k2"])
     check_no_outstanding(state, ["k2"])  # another target is fine
 

@@ -190,8 +190,7 @@ class Harness:
         return found
 
     def _watchdogs(self) -> list[procs.ProcInfo]:
-        return [p for p in procs.find_by_name(r"chaos\.platform\.local\._watchdog")
-                if str(self.dir) in p.cmdline or True]
+        return procs.find_by_name(r"chaos\.platform\.local\._watchdog")
 
     def _cleanup_after_failure(self) -> None:
         for pattern in (r"chaos\.platform\.local\._burner", r"chaos\.platform\.local\._watchdog"):

@@ -1,6 +1,7 @@
 """The dead-man's switch program: undo a fault at a deadline, whether or not the runner lives.
 
-``python -m chaos.platform.local._watchdog --at EPOCH [--sigcont PID:TICKS]... [--netem IF[@NS]]``
+``python -m chaos.platform.local._watchdog --at EPOCH [--sigcont PID:TICKS]... [--netem IF[@NS]]
+[--tag RUN_ID/FAULT]``
 
 It runs in its own session (so a SIGKILL to the runner's process group does not reach it) and
 depends on nothing but the standard library, /proc and tc. At the deadline it resumes each
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at", type=float, required=True, help="deadline, epoch seconds")
     parser.add_argument("--sigcont", action="append", default=[], metavar="PID:TICKS")
     parser.add_argument("--netem", action="append", default=[], metavar="IF[@NETNS]")
+    parser.add_argument("--tag", default="", help="run_id/fault, so recovery can find it")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     while (left := args.at - time.time()) > 0:

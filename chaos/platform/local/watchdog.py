@@ -30,11 +30,14 @@ class Watchdog:
                 self.process.wait(timeout=2)
 
 
-def spawn_watchdog(deadline_in: float, *, sigcont: list[procs.ProcInfo] | None = None,
+def spawn_watchdog(deadline_in: float, *, tag: str, sigcont: list[procs.ProcInfo] | None = None,
                    netem: list[str] | None = None) -> Watchdog:
-    """Start a detached watchdog that undoes the fault ``deadline_in`` seconds from now."""
+    """Start a detached watchdog that undoes the fault ``deadline_in`` seconds from now.
+
+    ``tag`` (``run_id/fault``) is on its command line so recovery can find it even when the
+    runner died before journaling its pid."""
     argv = [sys.executable, "-m", "chaos.platform.local._watchdog",
-            "--at", f"{time.time() + deadline_in:.3f}"]
+            "--at", f"{time.time() + deadline_in:.3f}", "--tag", tag]
     for info in sigcont or []:
         argv += ["--sigcont", f"{info.pid}:{info.start_ticks}"]
     for spec in netem or []:
@@ -57,3 +60,16 @@ def cancel_watchdog(pid: int, start_ticks: int) -> None:
         return
     with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGKILL)
+
+
+def cancel_tagged(tag: str) -> int:
+    """Stop every watchdog started for ``tag`` (``run_id/fault``); returns how many."""
+    stopped = 0
+    for info in procs.find_by_name(r"chaos\.platform\.local\._watchdog"):
+        args = info.cmdline.split()
+        if "--tag" in args and args.index("--tag") + 1 < len(args) and \
+                args[args.index("--tag") + 1] == tag:
+            with contextlib.suppress(OSError):
+                os.kill(info.pid, signal.SIGKILL)
+                stopped += 1
+    return stopped
