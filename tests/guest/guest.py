@@ -168,7 +168,17 @@ mkdir -p "$G"
 mount --bind "$HOSTRUN" "$G" || { echo "guest: cannot bind $HOSTRUN" >&2; finish; }
 exec 2>>"$G/init.log" 1>&2
 date +%s.%N > "$G/t_init"
+# Host paths the command needs that live under /tmp (a checkout or virtualenv there) are set
+# aside before the private /tmp hides them, and put back on top of it.
+i=0
+for p in @KEEP@; do
+    mkdir -p "/run/keep/$i" && mount --bind "$p" "/run/keep/$i"; i=$((i+1))
+done
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+i=0
+for p in @KEEP@; do
+    mkdir -p "$p" && mount --bind "/run/keep/$i" "$p"; i=$((i+1))
+done
 mkdir -p /dev/shm /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t devpts devpts /dev/pts 2>/dev/null
@@ -309,6 +319,18 @@ def _default_guest_env() -> dict[str, str]:
     }
 
 
+def _kept_paths(cwd: str) -> list[str]:
+    """Host paths under /tmp that the guest must still see (its /tmp is private)."""
+    wanted = {cwd, str(REPO_ROOT), sys.prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    under_tmp = sorted({os.path.realpath(p) for p in wanted
+                        if os.path.realpath(p).startswith("/tmp/")})
+    kept: list[str] = []
+    for path in under_tmp:  # sorted: a parent comes before what it contains
+        if not any(path == k or path.startswith(k + "/") for k in kept):
+            kept.append(path)
+    return kept
+
+
 def _render_init(
     hostrun: str, argv: Sequence[str], cwd: str, env: Mapping[str, str], modules_root: str
 ) -> str:
@@ -324,6 +346,7 @@ def _render_init(
         "@CWD@": shlex.quote(cwd),
         "@ENV@": env_words,
         "@ARGV@": " ".join(shlex.quote(a) for a in argv),
+        "@KEEP@": " ".join(shlex.quote(k) for k in _kept_paths(cwd)),
     }
     text = _INIT_TEMPLATE
     for marker, value in subs.items():
