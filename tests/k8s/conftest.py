@@ -21,6 +21,8 @@ how to enable them. See docs/test-cluster.md.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -463,6 +465,18 @@ def _check_no_downloads(dry_run_output: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def _creation_lock() -> Iterator[None]:
+    path = Path(os.environ.get("CHAOS_TESTBIN_CACHE", Path.home() / ".cache" / "chaos-testbin"))
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / "create-cluster.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def start_cluster(bin_dir: Path, base_dir: Path, name: str | None = None) -> KubeCluster:
     """Create a kwok cluster with fake nodes; the caller must call ``.delete()``."""
     name = name or f"chaos-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -481,7 +495,11 @@ def start_cluster(bin_dir: Path, base_dir: Path, name: str | None = None) -> Kub
     atexit.register(cluster.delete)
     t0 = time.monotonic()
     try:
-        _run(create, env, timeout=CREATE_TIMEOUT_S + 60)
+        # kwokctl picks "unused" ports by probing and binds them later, so two clusters
+        # created at the same moment (two test sessions on one machine) get the same ports and
+        # one never becomes Ready. Creation is serialised across processes; running is not.
+        with _creation_lock():
+            _run(create, env, timeout=CREATE_TIMEOUT_S + 60)
         cluster.kwokctl("scale", "node", "--replicas", str(FAKE_NODES), timeout=60)
         cluster.kubectl(
             "wait", "--for=condition=Ready", "node", "--all", "--timeout=90s", timeout=120
