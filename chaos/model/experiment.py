@@ -8,10 +8,21 @@ returns located problems so the loader can point at the offending line.
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from chaos.model._units import (
@@ -22,6 +33,8 @@ from chaos.model._units import (
     PercentThreshold,
     Rate,
     Threshold,
+    parse_percent,
+    threshold_parser,
 )
 
 Loc = tuple[str | int, ...]
@@ -65,9 +78,16 @@ class Metadata(Strict):
     description: str | None = None
 
 
+PROTECTED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+
+
 class Target(Strict):
     platform: Literal["local", "kubernetes"] = "local"
-    namespace: str | None = None
+    namespace: str | None = Field(default=None, description="kubernetes: the default namespace")
+    allow_protected_namespaces: bool = Field(
+        default=False,
+        description="kubernetes: allow faults in kube-system and other kube-* namespaces",
+    )
 
 
 # ----------------------------------------------------------------------------------------- probes
@@ -131,7 +151,64 @@ class TcpProbe(Strict):
     timeout: Duration = 2.0
 
 
-PROBE_KINDS = ("http", "command", "tcp")
+class WorkloadCheck(Strict):
+    """Available replicas of a Deployment or StatefulSet: a comparison, or ``== desired``."""
+
+    name: str
+    available: str = Field(default="== desired", description="'== desired' or e.g. '>= 2'")
+
+    @field_validator("available")
+    @classmethod
+    def _comparison(cls, value: str) -> str:
+        if value.replace(" ", "") not in ("==desired", "desired"):
+            threshold_parser("number")(value)
+        return value
+
+    def threshold(self, desired: int) -> Threshold:
+        if self.available.replace(" ", "") in ("==desired", "desired"):
+            return Threshold("==", float(desired), f"== desired ({desired})")
+        return threshold_parser("number")(self.available)
+
+
+class PodsCheck(Strict):
+    selector: dict[str, str] = Field(min_length=1, description="labels of the pods")
+    ready: NumberThreshold
+
+
+class ConditionCheck(Strict):
+    type: str
+    status: str = "True"
+
+
+class ResourceCheck(Strict):
+    api_version: str
+    kind: str
+    name: str
+    condition: ConditionCheck
+
+
+class RestartsCheck(Strict):
+    selector: dict[str, str] = Field(min_length=1)
+    max: int = Field(default=0, ge=0, description="restarts allowed across the selected pods")
+
+
+class KubernetesProbe(Strict):
+    namespace: str | None = Field(default=None, description="default: spec.target.namespace")
+    deployment: WorkloadCheck | None = None
+    statefulset: WorkloadCheck | None = None
+    pods: PodsCheck | None = None
+    resource: ResourceCheck | None = None
+    restarts: RestartsCheck | None = None
+    timeout: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _one_check(self) -> KubernetesProbe:
+        _exactly_one(self, ("deployment", "statefulset", "pods", "resource", "restarts"),
+                     "a kubernetes probe")
+        return self
+
+
+PROBE_KINDS = ("http", "command", "tcp", "kubernetes")
 
 
 class ProbeSpec(Strict):
@@ -140,6 +217,7 @@ class ProbeSpec(Strict):
     http: HttpProbe | None = None
     command: CommandProbe | None = None
     tcp: TcpProbe | None = None
+    kubernetes: KubernetesProbe | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ProbeSpec:
@@ -237,6 +315,107 @@ _SIGNALS = (
 )
 
 
+@dataclass(frozen=True)
+class PodMode:
+    """How many of the matching pods a fault hits: one, all, a fixed number or a percentage."""
+
+    kind: Literal["one", "all", "fixed", "percent"]
+    value: float = 0.0
+
+    def count(self, matched: int) -> int:
+        if self.kind == "one":
+            return min(1, matched)
+        if self.kind == "all":
+            return matched
+        if self.kind == "fixed":
+            return min(int(self.value), matched)
+        return min(matched, max(1, math.ceil(self.value * matched))) if matched else 0
+
+    def __str__(self) -> str:
+        if self.kind in ("one", "all"):
+            return self.kind
+        if self.kind == "fixed":
+            return f"fixed {int(self.value)}"
+        return f"{self.value * 100:g}%"
+
+
+def _parse_mode(value: object) -> PodMode:
+    if isinstance(value, PodMode):
+        return value
+    if value in ("one", "all"):
+        return PodMode(value)
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, arg),) = value.items()
+        if key == "fixed" and isinstance(arg, int) and not isinstance(arg, bool) and arg >= 1:
+            return PodMode("fixed", arg)
+        if key == "percent":
+            return PodMode("percent", parse_percent(arg))
+    raise ValueError(
+        f"mode must be one, all, {{fixed: N}} (N >= 1) or {{percent: P%}}, got {value!r}"
+    )
+
+
+PodModeField = Annotated[
+    PodMode,
+    BeforeValidator(_parse_mode),
+    PlainSerializer(str),
+    WithJsonSchema({"anyOf": [
+        {"enum": ["one", "all"]},
+        {"type": "object", "properties": {"fixed": {"type": "integer", "minimum": 1}},
+         "required": ["fixed"], "additionalProperties": False},
+        {"type": "object", "properties": {"percent": {"type": "string"}},
+         "required": ["percent"], "additionalProperties": False},
+    ]}),
+]
+
+
+class OwnerRef(Strict):
+    kind: Literal["Deployment", "StatefulSet"]
+    name: str
+
+
+class PodSelector(Strict):
+    """Which pods a Kubernetes fault hits. At least one of labels, fieldSelector or owner, so a
+    fault never selects a whole namespace by accident."""
+
+    namespace: str | None = Field(default=None, description="default: spec.target.namespace")
+    labels: dict[str, str] = Field(default_factory=dict)
+    field_selector: str | None = None
+    owner: OwnerRef | None = None
+    mode: PodModeField = PodMode("one")
+
+    @model_validator(mode="after")
+    def _narrow(self) -> PodSelector:
+        if not self.labels and self.field_selector is None and self.owner is None:
+            raise ValueError(
+                "a pod selector needs labels, fieldSelector or owner; selecting every pod of "
+                "a namespace is not allowed"
+            )
+        return self
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.labels.items()]
+        if self.field_selector:
+            parts.append(self.field_selector)
+        if self.owner:
+            parts.append(f"owner {self.owner.kind}/{self.owner.name}")
+        return ", ".join(parts)
+
+
+DEFAULT_HELPER_IMAGE = "ghcr.io/chaos-runner/helper:0.1.0"
+
+
+class PodKill(Strict):
+    selector: PodSelector
+    grace_period: Duration | None = Field(default=None, description="default: the pod's own")
+    use_eviction: bool = Field(
+        default=False, description="go through the Eviction API so PodDisruptionBudgets hold"
+    )
+    every: Duration | None = Field(
+        default=None, description="repeat the kill at this interval for the fault's duration"
+    )
+
+
 class ProcessKill(Strict):
     target: ProcessTarget
     signal: str = "SIGKILL"
@@ -261,7 +440,16 @@ class NetworkLatency(Strict):
 
     proxy: str | None = None
     interface: str | None = None
+    selector: PodSelector | None = Field(
+        default=None,
+        description="kubernetes: pods to slow down (tc netem in an ephemeral container)",
+    )
     netns: str | None = Field(default=None, description="network namespace of the interface")
+    device: str = Field(default="eth0", description="kubernetes: the pod's network interface")
+    container: str | None = Field(
+        default=None, description="kubernetes: container whose namespaces to join (default: first)"
+    )
+    image: str = Field(default=DEFAULT_HELPER_IMAGE, description="kubernetes: helper image")
     delay: Duration
     jitter: Duration = 0.0
     correlation: Percent | None = None
@@ -269,11 +457,13 @@ class NetworkLatency(Strict):
 
     @model_validator(mode="after")
     def _where(self) -> NetworkLatency:
-        _exactly_one(self, ("proxy", "interface"), "networkLatency")
+        _exactly_one(self, ("proxy", "interface", "selector"), "networkLatency")
         if self.proxy is not None and (self.netns is not None or self.correlation is not None):
             raise ValueError("netns and correlation apply to interface (tc netem) latency only")
-        if self.interface is not None and self.bandwidth is not None:
+        if self.proxy is None and self.bandwidth is not None:
             raise ValueError("bandwidth applies to proxy latency only")
+        if self.selector is not None and self.netns is not None:
+            raise ValueError("netns applies to interface latency only; pods use their own")
         if self.jitter > self.delay:
             raise ValueError("jitter must not exceed delay")
         return self
@@ -288,10 +478,22 @@ class ConnectionReset(Strict):
 class CpuStress(Strict):
     workers: int | None = Field(default=None, ge=1, le=256, description="default: one per core")
     load: Percent = 1.0
+    selector: PodSelector | None = Field(
+        default=None, description="kubernetes: pods to stress (an ephemeral container)"
+    )
+    container: str | None = None
+    image: str = DEFAULT_HELPER_IMAGE
 
 
-FAULT_KINDS = ("process_kill", "process_pause", "network_latency", "connection_reset", "cpu_stress")
-ONE_SHOT_KINDS = frozenset({"process_kill"})
+FAULT_KINDS = (
+    "process_kill",
+    "process_pause",
+    "network_latency",
+    "connection_reset",
+    "cpu_stress",
+    "pod_kill",
+)
+ONE_SHOT_KINDS = frozenset({"process_kill", "pod_kill"})
 
 
 class FaultSpec(Strict):
@@ -303,10 +505,17 @@ class FaultSpec(Strict):
     network_latency: NetworkLatency | None = None
     connection_reset: ConnectionReset | None = None
     cpu_stress: CpuStress | None = None
+    pod_kill: PodKill | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> FaultSpec:
         kind = _exactly_one(self, FAULT_KINDS, f"fault '{self.name}'")
+        if self.pod_kill is not None and self.pod_kill.every is not None:
+            if self.duration is None:
+                raise ValueError(
+                    f"fault '{self.name}': podKill with 'every' repeats for a 'duration'; add one"
+                )
+            return self
         if kind in ONE_SHOT_KINDS and self.duration is not None:
             raise ValueError(
                 f"fault '{self.name}': {to_camel(kind)} is one-shot; remove 'duration'"
@@ -336,6 +545,20 @@ class FaultSpec(Strict):
     def ends_at(self) -> float:
         return self.at + (self.duration or 0.0)
 
+    @property
+    def platform(self) -> Literal["local", "kubernetes"]:
+        """Which platform this fault acts on."""
+        if self.pod_kill is not None:
+            return "kubernetes"
+        if getattr(self.params, "selector", None) is not None:
+            return "kubernetes"
+        return "local"
+
+    @property
+    def pod_selector(self) -> PodSelector | None:
+        selector = getattr(self.params, "selector", None)
+        return selector if isinstance(selector, PodSelector) else None
+
 
 # -------------------------------------------------------------------------------------- rollbacks
 
@@ -356,14 +579,26 @@ class HttpAction(Strict):
     expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
 
 
+class ScaleAction(Strict):
+    kind: Literal["Deployment", "StatefulSet"] = "Deployment"
+    name: str
+    replicas: int = Field(ge=0)
+    namespace: str | None = None
+
+
+class KubernetesAction(Strict):
+    scale: ScaleAction
+
+
 class RollbackSpec(Strict):
     name: str = _name_field("rollback name")
     command: CommandAction | None = None
     http: HttpAction | None = None
+    kubernetes: KubernetesAction | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> RollbackSpec:
-        _exactly_one(self, ("command", "http"), f"rollback '{self.name}'")
+        _exactly_one(self, ("command", "http", "kubernetes"), f"rollback '{self.name}'")
         return self
 
 
@@ -445,6 +680,10 @@ def _duplicates(items: list[Any], base: Loc, what: str) -> list[tuple[Loc, str]]
     return problems
 
 
+def _protected(namespace: str) -> bool:
+    return namespace in PROTECTED_NAMESPACES or namespace.startswith("kube-")
+
+
 def check_references(exp: Experiment) -> list[tuple[Loc, str]]:
     """Cross-field checks that a single model cannot do; each problem is located."""
     spec = exp.spec
@@ -496,14 +735,33 @@ def check_references(exp: Experiment) -> list[tuple[Loc, str]]:
                     f"declared proxies: {known}",
                 )
             )
-        if spec.target.platform != "local":
+        if fault.platform != spec.target.platform:
             problems.append(
                 (
                     ("spec", "faults", i),
-                    f"fault '{fault.name}' ({fault.kind_name}) runs on the local platform only; "
-                    "set spec.target.platform: local",
+                    f"fault '{fault.name}' ({fault.kind_name}) acts on the {fault.platform} "
+                    f"platform but spec.target.platform is {spec.target.platform}",
                 )
             )
+        selector = fault.pod_selector
+        if selector is not None:
+            namespace = selector.namespace or spec.target.namespace
+            if namespace is None:
+                problems.append(
+                    (
+                        ("spec", "faults", i, fault.kind_name, "selector"),
+                        f"fault '{fault.name}' has no namespace: set selector.namespace or "
+                        "spec.target.namespace",
+                    )
+                )
+            elif _protected(namespace) and not spec.target.allow_protected_namespaces:
+                problems.append(
+                    (
+                        ("spec", "faults", i, fault.kind_name, "selector"),
+                        f"fault '{fault.name}' targets protected namespace '{namespace}'; set "
+                        "spec.target.allowProtectedNamespaces: true if you really mean it",
+                    )
+                )
 
     if spec.planned_duration > spec.limits.max_duration:
         problems.append(
