@@ -51,7 +51,8 @@ def test_netem_fault_adds_the_delay_and_is_removed(scenario: dict[str, Any]) -> 
     # host's (runs measured +100.0 to +105.9ms): 10% here; the proxy's 5% is tested on the host.
     added = p50["observing"] - p50["baseline"]
     assert abs(added - 100) <= 10.0, p50
-    assert p50["recovering"] < 50
+    # the 100ms delay is gone (the guest's timers are noisy: judged against its own baseline)
+    assert p50["recovering"] < p50["baseline"] + 50
     assert scenario["fault"]["injected_at"] and scenario["fault"]["reverted_at"]
     assert "netem" not in scenario["qdisc_after"]
 
