@@ -34,6 +34,10 @@ ProbesDirOpt = Annotated[
 ]
 
 
+KubeconfigOpt = Annotated[
+    str | None, typer.Option("--kubeconfig", help="kubeconfig file (default $KUBECONFIG)")
+]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context")]
 StateDirOpt = Annotated[
     Path | None,
     typer.Option("--state-dir", help="fault journals and locks (default $XDG_STATE_HOME/chaos)"),
@@ -56,27 +60,31 @@ def run(
     ] = False,
     probes_dir: ProbesDirOpt = None,
     state_dir: StateDirOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Run an experiment: baseline, faults under the SLO guard, revert, recovery check."""
-    from chaos.cli.runner import RunArgs, execute
+    from chaos.cli.runner import KubeArgs, RunArgs, execute
 
     if log_format not in ("auto", "console", "json"):
         _fail(InvalidInput(f"--log-format must be auto, console or json, not '{log_format}'"))
     try:
         code = execute(RunArgs(experiment, journal, dry_run, log_format, verbose, probes_dir,
-                               state_dir=state_dir))
+                               state_dir=state_dir, kube=KubeArgs(kubeconfig, context)))
     except ChaosError as exc:
         _fail(exc)
     raise typer.Exit(code)
 
 
 @app.command()
-def plan(experiment: ExperimentArg, probes_dir: ProbesDirOpt = None) -> None:
+def plan(experiment: ExperimentArg, probes_dir: ProbesDirOpt = None,
+         kubeconfig: KubeconfigOpt = None, context: ContextOpt = None) -> None:
     """Resolve targets and print exactly what a run would touch, touching nothing."""
-    from chaos.cli.runner import RunArgs, execute
+    from chaos.cli.runner import KubeArgs, RunArgs, execute
 
     try:
-        execute(RunArgs(experiment, dry_run=True, probes_dirs=probes_dir))
+        execute(RunArgs(experiment, dry_run=True, probes_dirs=probes_dir,
+                        kube=KubeArgs(kubeconfig, context)))
     except ChaosError as exc:
         _fail(exc)
 

@@ -10,12 +10,12 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from chaos.cli.output import CliObserver, LiveLine, configure_logging
 from chaos.engine.orchestrator import Orchestrator, RunOptions, exit_code
-from chaos.errors import InvalidInput
 from chaos.journal.record import RunRecord
 from chaos.journal.wal import Journal, StateDir, TargetLocks, check_no_outstanding
 from chaos.model.experiment import Experiment
@@ -33,6 +33,7 @@ class RunArgs:
     probes_dirs: list[Path] | None = None
     run_id: str | None = None
     state_dir: Path | None = None
+    kube: KubeArgs | None = None
 
 
 def new_run_id() -> str:
@@ -54,25 +55,39 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _platform(experiment: Experiment, run_id: str = "-"):  # type: ignore[no-untyped-def]
-    if experiment.spec.target.platform != "local":
-        raise InvalidInput(
-            f"platform '{experiment.spec.target.platform}' is not supported by this version",
-            hint="use spec.target.platform: local",
-        )
+@dataclass
+class KubeArgs:
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+def _platform(experiment: Experiment, run_id: str = "-", kube: KubeArgs | None = None) -> Any:
     from chaos.faults.local import LocalPlatform  # lazy: pulls in httpx
 
-    return LocalPlatform(experiment, run_id)
+    local = LocalPlatform(experiment, run_id)
+    if experiment.spec.target.platform == "local":
+        return local
+    from chaos.faults.kubernetes import KubePlatform
+    from chaos.platform.kubernetes import KubeClient
+
+    kube = kube or KubeArgs()
+
+    async def connect() -> KubeClient:
+        return await KubeClient.connect(kube.kubeconfig, kube.context)
+
+    return KubePlatform(experiment, run_id, connect=connect, local=local)
 
 
-async def plan(experiment: Experiment) -> str:
-    platform = _platform(experiment)
-    faults = []
-    for fspec in experiment.spec.faults:
-        fault = await platform.plan_fault(fspec)
-        faults.append((fspec.name, fault.describe(), fault.targets()))
-    await platform.verify()
-    await platform.close()
+async def plan(experiment: Experiment, kube: KubeArgs | None = None) -> str:
+    platform = _platform(experiment, kube=kube)
+    try:
+        faults = []
+        for fspec in experiment.spec.faults:
+            fault = await platform.plan_fault(fspec)
+            faults.append((fspec.name, fault.describe(), fault.targets()))
+        await platform.verify()
+    finally:
+        await platform.close()
     return render_plan(experiment, faults)
 
 
@@ -80,7 +95,7 @@ def execute(args: RunArgs) -> int:
     """Run (or plan) one experiment from the CLI; returns the documented exit code."""
     experiment = load_experiment(args.experiment, probes_dirs=args.probes_dirs)
     if args.dry_run:
-        print(asyncio.run(plan(experiment)))
+        print(asyncio.run(plan(experiment, args.kube)))
         return 0
 
     console = configure_logging(args.log_format, args.verbose)
@@ -95,7 +110,7 @@ def execute(args: RunArgs) -> int:
         if journal is not None:
             write_atomically(journal, record.to_json())
 
-    platform = _platform(experiment, run_id)
+    platform = _platform(experiment, run_id, args.kube)
     state = StateDir(args.state_dir)
     fault_journal = Journal(state, run_id)
     locks = TargetLocks(state)

@@ -1,0 +1,342 @@
+"""Kubernetes faults and probes through the real CLI, against the real test control plane.
+
+kwok runs no containers: pod kills and recoveries are real (controllers recreate pods, kwok
+marks them Ready), while latency and CPU stress are checked on the API objects they create.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_kube_client import (
+    create_deployment,
+    pod_uid,
+    ready_deployment,
+    run,
+    service_account_kubeconfig,
+    wait_until,
+)
+
+from chaos.faults.kubernetes import KubePlatform
+from chaos.model import load_experiment_text
+from chaos.platform.kubernetes import KubeClient
+
+pytestmark = pytest.mark.k8s
+REPO = Path(__file__).resolve().parents[2]
+
+
+def experiment(ns: str, faults: str, *, slos: str = "", baseline: str = "1s",
+               recovery: str = "3s", limits: str = "{maxDuration: 2m}",
+               probe_interval: str = "200ms") -> str:
+    """An experiment with an availability probe on Deployment 'web'; ``faults`` and ``slos``
+    are YAML list items (any common indentation)."""
+    slos = slos or "- {name: recovered, probe: available, successRate: '>= 1%', window: 3s}"
+    head = [
+        "apiVersion: chaos/v1",
+        "kind: Experiment",
+        "metadata: {name: k8s-test}",
+        "spec:",
+        f"  target: {{platform: kubernetes, namespace: {ns}}}",
+        f"  baseline: {baseline}",
+        f"  recovery: {recovery}",
+        "  probes:",
+        "    - name: available",
+        f"      interval: {probe_interval}",
+        '      kubernetes: {deployment: {name: web, available: "== desired"}}',
+        "  slos:",
+    ]
+    body = textwrap.indent(textwrap.dedent(slos).strip("\n"), "    ").splitlines()
+    body += ["  faults:"]
+    body += textwrap.indent(textwrap.dedent(faults).strip("\n"), "    ").splitlines()
+    body += [f"  limits: {limits}"]
+    return "\n".join(head + body) + "\n"
+
+
+def chaos(cluster: Any, tmp_path: Path, text: str, *args: str, kubeconfig: str | None = None,
+          command: str = "run") -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(text)
+    journal = tmp_path / "run.json"
+    journal.unlink(missing_ok=True)
+    extra = ["--journal", str(journal), "--state-dir", str(tmp_path / "state"),
+             "--log-format", "json"] if command == "run" else []
+    result = subprocess.run(
+        [sys.executable, "-m", "chaos", command, str(exp), "--kubeconfig",
+         kubeconfig or cluster.kubeconfig, *extra, *args],
+        capture_output=True, text=True, timeout=180,
+    )
+    data = json.loads(journal.read_text()) if journal.exists() else {}
+    return result, data
+
+
+def uids(cluster: Any, ns: str) -> dict[str, str]:
+    async def go() -> dict[str, str]:
+        kc = await KubeClient.connect(cluster.kubeconfig)
+        try:
+            return {p.name: p.uid for p in await kc.list_pods(ns, labels={"app": "web"})}
+        finally:
+            await kc.close()
+
+    return run(go())
+
+
+def deploy(cluster: Any, ns: str, replicas: int, name: str = "web") -> None:
+    create_deployment(cluster, ns, name, replicas)
+
+    async def go() -> None:
+        kc = await KubeClient.connect(cluster.kubeconfig)
+        try:
+            await ready_deployment(kc, ns, name, replicas)
+        finally:
+            await kc.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("one", 1), ("all", 4), ("{fixed: 3}", 3),
+                                                 ("{percent: 50%}", 2), ("{percent: 10%}", 1)])
+def test_pod_selection_modes(kube_cluster: Any, k8s_namespace: str, mode: str,
+                             expected: int) -> None:
+    deploy(kube_cluster, k8s_namespace, 4)
+    text = experiment(k8s_namespace, f"""\
+        - name: kill
+          podKill: {{selector: {{labels: {{app: web}}, mode: {mode}}}}}
+        """)
+    exp = load_experiment_text(text)
+
+    async def go() -> list[str]:
+        async def connect() -> KubeClient:
+            return await KubeClient.connect(kube_cluster.kubeconfig)
+
+        platform = KubePlatform(exp, "r-modes", connect=connect)
+        try:
+            fault = await platform.plan_fault(exp.spec.faults[0])
+            return fault.targets()
+        finally:
+            await platform.close()
+
+    targets = run(go())
+    assert len(targets) == expected
+    assert all(t.startswith(f"pod {k8s_namespace}/web-") for t in targets)
+
+
+def test_pod_kill_recovers_and_the_plan_names_the_pods(kube_cluster: Any, k8s_namespace: str,
+                                                       tmp_path: Path) -> None:
+    deploy(kube_cluster, k8s_namespace, 4)
+    before = uids(kube_cluster, k8s_namespace)
+    text = experiment(k8s_namespace, """\
+        - name: kill-two
+          podKill: {selector: {owner: {kind: Deployment, name: web}, mode: {fixed: 2}}, gracePeriod: 0s}
+          at: 500ms
+        """, recovery="6s", slos="- {name: back, probe: available, consecutiveFailures: '< 100'}")
+    plan, _ = chaos(kube_cluster, tmp_path, text, command="plan")
+    assert plan.returncode == 0, plan.stderr
+    planned = [line.split("will touch: ")[1] for line in plan.stdout.splitlines()
+               if "will touch:" in line]
+    assert len(planned) == 2 and all("(Deployment/web, node " in p for p in planned)
+    assert uids(kube_cluster, k8s_namespace) == before, "plan touches nothing"
+
+    result, journal = chaos(kube_cluster, tmp_path, text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    killed = [name for name in before if pod_uid(kube_cluster, k8s_namespace, name) is None]
+    assert len(killed) == 2
+    assert sorted(journal["faults"][0]["targets"]) == sorted(planned), "the plan was exact"
+    after = uids(kube_cluster, k8s_namespace)
+    assert len(after) == 4 and set(after) != set(before)
+    samples = journal["probes"]["available"]
+    assert samples[-1]["ok"], "the Deployment is back to 4 available"
+
+
+def test_aggressive_kill_breaches_the_availability_slo_and_aborts(
+        kube_cluster: Any, k8s_namespace: str, tmp_path: Path) -> None:
+    deploy(kube_cluster, k8s_namespace, 3)
+    text = experiment(k8s_namespace, """\
+        - name: kill-all-repeatedly
+          podKill: {selector: {labels: {app: web}, mode: all}, gracePeriod: 0s, every: 300ms}
+          at: 200ms
+          duration: 20s
+        """, slos="- {name: all-up, probe: available, successRate: '>= 100%', window: 2s}",
+                      probe_interval="100ms")
+    result, journal = chaos(kube_cluster, tmp_path, text)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert journal["abort"]["slo"] == "all-up"
+    fault = journal["faults"][0]
+    assert fault["reverted_at"], "the repeat loop was stopped"
+    assert journal["duration"] < 15, "aborted long before the 20s fault would have ended"
+
+
+def test_a_pod_disruption_budget_blocks_eviction(kube_cluster: Any, k8s_namespace: str,
+                                                 tmp_path: Path) -> None:
+    from kubernetes import client
+
+    deploy(kube_cluster, k8s_namespace, 3)
+    with kube_cluster.api_client() as api:
+        client.PolicyV1Api(api).create_namespaced_pod_disruption_budget(k8s_namespace, {
+            "metadata": {"name": "web-pdb"},
+            "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "web"}}}})
+    before = uids(kube_cluster, k8s_namespace)
+    text = experiment(k8s_namespace, """\
+        - name: evict-one
+          podKill: {selector: {labels: {app: web}}, useEviction: true}
+          at: 200ms
+        """)
+
+    async def pdb_ready() -> bool:
+        with kube_cluster.api_client() as api:
+            pdb = client.PolicyV1Api(api).read_namespaced_pod_disruption_budget(
+                "web-pdb", k8s_namespace)
+        return pdb.status is not None and pdb.status.observed_generation is not None
+
+    run(wait_until("the PDB to be observed", pdb_ready))
+    result, journal = chaos(kube_cluster, tmp_path, text)
+    assert result.returncode == 1, result.stdout + result.stderr
+    error = journal["faults"][0]["inject_error"]
+    assert "PodDisruptionBudget" in error
+    assert uids(kube_cluster, k8s_namespace) == before, "nothing was evicted"
+
+
+def test_latency_and_cpu_stress_ephemeral_containers(kube_cluster: Any, k8s_namespace: str,
+                                                     tmp_path: Path) -> None:
+    deploy(kube_cluster, k8s_namespace, 2)
+    text = experiment(k8s_namespace, """\
+        - name: slow
+          networkLatency: {selector: {labels: {app: web}, mode: all}, delay: 150ms, jitter: 10ms}
+          at: 200ms
+          duration: 2s
+        - name: burn
+          cpuStress: {selector: {labels: {app: web}, mode: one}, workers: 2, load: 80%}
+          at: 300ms
+          duration: 2s
+        """)
+    result, journal = chaos(kube_cluster, tmp_path, text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(f["reverted_at"] and not f["revert_error"] for f in journal["faults"])
+
+    async def containers() -> dict[str, list[dict[str, Any]]]:
+        kc = await KubeClient.connect(kube_cluster.kubeconfig)
+        try:
+            pods = await kc.list_pods(k8s_namespace, labels={"app": "web"})
+            return {p.name: await kc.ephemeral_containers(p) for p in pods}
+        finally:
+            await kc.close()
+
+    by_pod = run(containers())
+    run_id = journal["run_id"][:8]
+    netem = [c for cs in by_pod.values() for c in cs if c["name"] == f"chaos-netem-{run_id}"]
+    assert len(netem) == 2
+    script = netem[0]["command"][-1]
+    assert "tc qdisc add dev eth0 root netem delay 150ms 10ms" in script
+    assert "sleep 2" in script, "the container removes the qdisc by itself after the duration"
+    assert netem[0]["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
+    assert netem[0]["targetContainerName"] == "app"
+    undo = [c for cs in by_pod.values() for c in cs if c["name"] == f"chaos-netem-revert-{run_id}"]
+    assert len(undo) == 2 and "tc qdisc del dev eth0 root" in undo[0]["command"][-1]
+    stress = [c for cs in by_pod.values() for c in cs if c["name"] == f"chaos-stress-{run_id}"]
+    assert len(stress) == 1
+    assert "stress-ng --cpu 2 --cpu-load 80 --timeout 2s" in stress[0]["command"][-1]
+    assert "timeout -s KILL 2" in stress[0]["command"][-1]
+
+
+def test_least_privilege_is_refused_at_preflight_and_the_documented_rules_suffice(
+        kube_cluster: Any, k8s_namespace: str, tmp_path: Path) -> None:
+    deploy(kube_cluster, k8s_namespace, 2)
+    text = experiment(k8s_namespace, """\
+        - name: kill
+          podKill: {selector: {labels: {app: web}}}
+          at: 200ms
+        """)
+    too_few = service_account_kubeconfig(
+        kube_cluster, k8s_namespace, "chaos-weak",
+        [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}],
+        tmp_path / "weak.kubeconfig")
+    before = uids(kube_cluster, k8s_namespace)
+    result, journal = chaos(kube_cluster, tmp_path, text, kubeconfig=str(too_few))
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = "\n".join(journal["errors"])
+    assert "delete pods in namespace" in message
+    assert "create leases (API group coordination.k8s.io)" in message
+    assert 'resources: ["pods"]\n  verbs: ["patch", "delete"]' in message  # a rule to paste
+    assert uids(kube_cluster, k8s_namespace) == before, "nothing was touched"
+
+    exact = service_account_kubeconfig(
+        kube_cluster, k8s_namespace, "chaos-exact",
+        [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete", "patch"]},
+         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+          "verbs": ["get", "create", "update", "delete"]},
+         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}],
+        tmp_path / "exact.kubeconfig")
+    result, journal = chaos(kube_cluster, tmp_path, text, kubeconfig=str(exact))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert journal["faults"][0]["injected_at"]
+
+
+def test_a_held_lease_keeps_a_second_run_out(kube_cluster: Any, k8s_namespace: str,
+                                             tmp_path: Path) -> None:
+    deploy(kube_cluster, k8s_namespace, 2)
+
+    async def hold() -> None:
+        kc = await KubeClient.connect(kube_cluster.kubeconfig)
+        try:
+            await kc.acquire_lease(k8s_namespace, "chaos-runner", "another-run", 120)
+        finally:
+            await kc.close()
+
+    run(hold())
+    text = experiment(k8s_namespace, """\
+        - name: kill
+          podKill: {selector: {labels: {app: web}}}
+        """)
+    before = uids(kube_cluster, k8s_namespace)
+    result, journal = chaos(kube_cluster, tmp_path, text)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "another-run" in "\n".join(journal["errors"])
+    assert uids(kube_cluster, k8s_namespace) == before
+
+
+def test_protected_namespace_is_refused_without_opt_in(tmp_path: Path) -> None:
+    text = experiment("kube-system", """\
+        - name: kill
+          podKill: {selector: {labels: {k8s-app: kube-dns}}}
+        """)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "chaos", "validate", str(exp)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "protected namespace 'kube-system'" in result.stderr
+    assert "allowProtectedNamespaces" in result.stderr
+
+
+def test_runs_annotate_and_emit_events(kube_cluster: Any, k8s_namespace: str,
+                                       tmp_path: Path) -> None:
+    from kubernetes import client
+
+    deploy(kube_cluster, k8s_namespace, 2)
+    text = experiment(k8s_namespace, """\
+        - name: slow
+          networkLatency: {selector: {labels: {app: web}}, delay: 50ms}
+          at: 200ms
+          duration: 1s
+        """)
+    result, journal = chaos(kube_cluster, tmp_path, text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with kube_cluster.api_client() as api:
+        pods = client.CoreV1Api(api).list_namespaced_pod(k8s_namespace).items
+        annotated = [p for p in pods if (p.metadata.annotations or {}).get(
+            "chaos-runner.io/run-id") == journal["run_id"]]
+        assert len(annotated) == 1
+    # read as JSON: the typed client cannot parse controllers' Events (no eventTime)
+    events = json.loads(kube_cluster.kubectl(
+        "get", "events.events.k8s.io", "-n", k8s_namespace, "-o", "json").stdout)["items"]
+    reasons = {(e["regarding"]["kind"], e["reason"]) for e in events
+               if e.get("reportingController") == "chaos-runner"}
+    assert ("Deployment", "ChaosFaultInjected") in reasons
+    assert ("Deployment", "ChaosFaultReverted") in reasons
