@@ -106,12 +106,15 @@ def validate(experiment: ExperimentArg, probes_dir: ProbesDirOpt = None) -> None
 def recover(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be reverted")] = False,
     state_dir: StateDirOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Revert every fault that a killed or failed run left behind. Exit 0 when nothing is left."""
+    from chaos.cli.runner import KubeArgs
     from chaos.cli.runner import recover as do_recover
 
     try:
-        code = do_recover(state_dir, dry_run)
+        code = do_recover(state_dir, dry_run, KubeArgs(kubeconfig, context))
     except ChaosError as exc:
         _fail(exc)
     raise typer.Exit(code)

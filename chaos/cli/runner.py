@@ -148,9 +148,9 @@ def execute(args: RunArgs) -> int:
     return code
 
 
-def recover(state_dir: Path | None, dry_run: bool) -> int:
+def recover(state_dir: Path | None, dry_run: bool, kube: KubeArgs | None = None) -> int:
     """Revert what crashed runs left behind; 0 only when nothing is left."""
-    from chaos.faults.recovery import manual_steps, revert_outstanding
+    from chaos.faults.recovery import KubeAccess, manual_steps, revert_outstanding
     from chaos.journal.wal import append_to, outstanding_runs
 
     state = StateDir(state_dir)
@@ -168,7 +168,8 @@ def recover(state_dir: Path | None, dry_run: bool) -> int:
             if dry_run:
                 print(f"    would revert; by hand: {manual_steps(fault)}")
                 continue
-            result = asyncio.run(revert_outstanding(fault))
+            access = KubeAccess(kube.kubeconfig, kube.context) if kube else None
+            result = asyncio.run(revert_outstanding(fault, kube=access))
             if result.ok:
                 append_to(run.journal, "reverted", fault=fault.name, by="recover",
                           detail=result.detail)

@@ -214,6 +214,13 @@ class Orchestrator:
             await self._stop_probes()
             if started:
                 await self._rollbacks()
+                try:
+                    status = self.record.status
+                    if status is Status.RUNNING:  # decided by a stop, written in _finish
+                        status = self._stop_status or Status.ERROR
+                    await self.platform.finish(str(status), self.record.message)
+                except Exception as exc:
+                    self.record.errors.append(f"reporting the outcome failed: {exc}")
             await self._close_platform()
             if self.options.release_targets is not None:
                 self.options.release_targets()

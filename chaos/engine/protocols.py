@@ -88,6 +88,11 @@ class Platform(Protocol):
         """Run one rollback action; return a short result; raise ChaosError on failure."""
         ...
 
+    async def finish(self, status: str, message: str) -> None:
+        """The run's outcome is decided (before close): tell the platform's own audit trail
+        (Kubernetes Events, say). Must not raise."""
+        ...
+
     async def close(self) -> None:
         """Stop run-scoped resources and release clients. Must not raise."""
         ...

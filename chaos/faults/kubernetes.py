@@ -85,6 +85,8 @@ class _KubeFault:
 
     async def _mark(self, pod: PodRef, what: str) -> None:
         """Annotate the pod and tell its workload, best effort: never block a revert."""
+        if pod not in self.platform._touched:
+            self.platform._touched.append(pod)
         client = await self.platform.client()
         with contextlib.suppress(KubeError):
             await client.annotate("Pod", pod.namespace, pod.name,
@@ -276,6 +278,7 @@ class KubePlatform:
         self._containers: dict[str, str | None] = {}
         self._local = local  # http/tcp/command probes and rollbacks still run from here
         self._planned: list[FaultSpec] = []
+        self._touched: list[PodRef] = []
 
     async def client(self) -> KubeClient:
         if self._client is None:
@@ -465,6 +468,28 @@ class KubePlatform:
                     await client.release_lease(ns, LEASE_NAME, self.run_id)
         self._leases.clear()
 
+    async def finish(self, status: str, message: str) -> None:
+        """An Event on every workload the run touched: aborted, interrupted, or finished."""
+        if self._client is None:
+            return
+        reason = {"aborted": "ChaosExperimentAborted",
+                  "interrupted": "ChaosExperimentInterrupted"}.get(status,
+                                                                   "ChaosExperimentFinished")
+        kind = "Warning" if status in ("aborted", "interrupted", "error") else "Normal"
+        seen: set[tuple[str, str]] = set()
+        for pod in self._touched:
+            owner = _owner_kind_name(pod) or ("Pod", pod.name)
+            if (pod.namespace, f"{owner[0]}/{owner[1]}") in seen:
+                continue
+            seen.add((pod.namespace, f"{owner[0]}/{owner[1]}"))
+            involved = {"kind": owner[0], "name": owner[1], "namespace": pod.namespace,
+                        "apiVersion": "apps/v1" if owner[0] != "Pod" else "v1"}
+            with contextlib.suppress(ChaosError):
+                await self._client.emit_event(
+                    namespace=pod.namespace, involved=involved, reason=reason, type_=kind,
+                    message=f"experiment {self.experiment.metadata.name} run {self.run_id} "
+                    f"{status}: {message}"[:1000])
+
     def probe(self, spec: ProbeSpec) -> Probe:
         if spec.kubernetes is not None:
             from chaos.probes.kubernetes import KubernetesProbeDriver
@@ -496,3 +521,45 @@ class KubePlatform:
             with contextlib.suppress(Exception):
                 await self._client.close()
             self._client = None
+
+
+async def undo_from_state(client: KubeClient, kind: str, state: dict[str, Any]) -> str:
+    """Undo an ephemeral-container fault from what the journal recorded (for chaos recover).
+
+    The fault's own container ends by itself after its duration; this adds the undo container
+    to every recorded pod that has the fault container and no undo container yet."""
+    if kind == "podKill":
+        return "pod kills are one-shot (a repeating kill stopped with its run); nothing to undo"
+    container = str(state.get("container", ""))
+    undo_name = str(state.get("revert_container", ""))
+    device = str(state.get("device") or "eth0")
+    script = (f"tc qdisc del dev {shlex.quote(device)} root 2>/dev/null; exit 0"
+              if kind == "networkLatency" else "pkill -KILL -x stress-ng; exit 0")
+    undone = 0
+    for entry in state.get("pods", []):
+        ns, name = str(entry["namespace"]), str(entry["name"])
+        try:
+            pod = await client.get_pod(ns, name)
+        except NotFound:
+            continue
+        if pod.uid != entry.get("uid"):
+            continue  # a replacement with the same name: not ours
+        names = {c.get("name") for c in await _quiet_ephemeral(client, pod)}
+        if container not in names or undo_name in names:
+            continue
+        obj = await client.get_resource("v1", "Pod", ns, name)
+        first = (obj.get("spec", {}).get("containers") or [{}])[0].get("name")
+        spec: dict[str, Any] = {"name": undo_name, "image": state.get("image"),
+                                "command": ["sh", "-c", script],
+                                "imagePullPolicy": "IfNotPresent"}
+        if kind == "networkLatency":
+            spec["securityContext"] = {"capabilities": {"add": ["NET_ADMIN"]}}
+        if first:
+            spec["targetContainerName"] = first
+        try:
+            await client.add_ephemeral_container(pod, spec)
+        except NotFound:
+            continue
+        undone += 1
+    return (f"added the undo container to {undone} pod(s)" if undone
+            else "no pod still had the fault without its undo container")

@@ -359,6 +359,9 @@ class LocalPlatform:
             raise PlatformError(f"{h.method} {h.url} answered {response.status_code}")
         return f"{h.method} {h.url} -> {response.status_code}"
 
+    async def finish(self, status: str, message: str) -> None:
+        return None  # the journal and the logs are the local audit trail
+
     async def close(self) -> None:
         for proxy in self.proxies.values():
             try:

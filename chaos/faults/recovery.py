@@ -116,15 +116,45 @@ def manual_steps(fault: OutstandingFault) -> str:
         return f"kill -CONT {pids}"
     if fault.kind == "cpuStress":
         return "pkill -KILL -f chaos.platform.local._burner"
+    if "container" in state and "pods" in state:
+        pods = " ".join(f"{p['namespace']}/{p['name']}" for p in state["pods"])
+        return (f"the fault container {state['container']} ends by itself after its duration; "
+                f"to end it now add an undo ephemeral container to {pods} "
+                "(see runbooks/fault-left-behind.md)")
     if fault.kind == "networkLatency" and "interface" in state:
         prefix = f"ip netns exec {state['netns']} " if state.get("netns") else ""
         return f"{prefix}tc qdisc del dev {state['interface']} root"
     return "see runbooks/fault-left-behind.md"
 
 
-async def revert_outstanding(fault: OutstandingFault, attempts: int = 5) -> RecoveryResult:
+@dataclass(frozen=True)
+class KubeAccess:
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+def _kubernetes_reverter(kind: str, access: KubeAccess
+                         ) -> Callable[[dict[str, Any]], Awaitable[str]]:
+    async def revert(state: dict[str, Any]) -> str:
+        from chaos.faults.kubernetes import undo_from_state
+        from chaos.platform.kubernetes import KubeClient
+
+        client = await KubeClient.connect(access.kubeconfig, access.context)
+        try:
+            return await undo_from_state(client, kind, state)
+        finally:
+            await client.close()
+
+    return revert
+
+
+async def revert_outstanding(fault: OutstandingFault, attempts: int = 5,
+                             kube: KubeAccess | None = None) -> RecoveryResult:
     reverter: Callable[[dict[str, Any]], Awaitable[str]]
-    if fault.kind == "networkLatency":
+    if "pods" in fault.revert_state and isinstance(fault.revert_state["pods"], list) and \
+            fault.revert_state["pods"] and isinstance(fault.revert_state["pods"][0], dict):
+        reverter = _kubernetes_reverter(fault.kind, kube or KubeAccess())
+    elif fault.kind == "networkLatency":
         reverter = _netem if "interface" in fault.revert_state else _proxy
     else:
         reverter = _REVERTERS.get(fault.kind, _unknown)

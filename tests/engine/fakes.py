@@ -131,5 +131,8 @@ class FakePlatform:
             raise RuntimeError("rollback exploded")
         return "ok"
 
+    async def finish(self, status: str, message: str) -> None:
+        self.world.note(f"finish:{status}")
+
     async def close(self) -> None:
         self.closed = True

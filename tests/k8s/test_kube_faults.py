@@ -340,3 +340,238 @@ def test_runs_annotate_and_emit_events(kube_cluster: Any, k8s_namespace: str,
                if e.get("reportingController") == "chaos-runner"}
     assert ("Deployment", "ChaosFaultInjected") in reasons
     assert ("Deployment", "ChaosFaultReverted") in reasons
+
+
+def _wait_injected(journal: Path, timeout: float = 60) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = json.loads(journal.read_text())
+        except (OSError, json.JSONDecodeError):
+            data = {}
+        if data.get("faults") and all(f.get("injected_at") for f in data["faults"]):
+            return data
+        time.sleep(0.1)
+    raise AssertionError("the faults were never injected")
+
+
+def test_sigkilled_run_is_repaired_by_recover(kube_cluster: Any, k8s_namespace: str,
+                                              tmp_path: Path) -> None:
+    deploy(kube_cluster, k8s_namespace, 2)
+    text = experiment(k8s_namespace, """\
+        - name: slow
+          networkLatency: {selector: {labels: {app: web}, mode: all}, delay: 100ms}
+          at: 200ms
+          duration: 60s
+        """, limits="{maxDuration: 5m}")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(text)
+    state, journal = tmp_path / "state", tmp_path / "run.json"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "chaos", "run", str(exp), "--kubeconfig", kube_cluster.kubeconfig,
+         "--state-dir", str(state), "--journal", str(journal)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        data = _wait_injected(journal)
+    finally:
+        runner.kill()
+        runner.wait()
+    run_id = data["run_id"][:8]
+    dry = subprocess.run([sys.executable, "-m", "chaos", "recover", "--dry-run", "--state-dir",
+                          str(state)], capture_output=True, text=True, timeout=60)
+    assert "slow [networkLatency] applied" in dry.stdout
+    rec = subprocess.run([sys.executable, "-m", "chaos", "recover", "--state-dir", str(state),
+                          "--kubeconfig", kube_cluster.kubeconfig],
+                         capture_output=True, text=True, timeout=120)
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    assert "added the undo container to 2 pod(s)" in rec.stdout
+
+    async def undo_containers() -> int:
+        kc = await KubeClient.connect(kube_cluster.kubeconfig)
+        try:
+            count = 0
+            for pod in await kc.list_pods(k8s_namespace, labels={"app": "web"}):
+                for c in await kc.ephemeral_containers(pod):
+                    count += c["name"] == f"chaos-netem-revert-{run_id}"
+            return count
+        finally:
+            await kc.close()
+
+    assert run(undo_containers()) == 2
+    again = subprocess.run([sys.executable, "-m", "chaos", "recover", "--state-dir", str(state)],
+                           capture_output=True, text=True, timeout=60)
+    assert "nothing to recover" in again.stdout
+    # the lease of the killed run expires by itself; a new run is refused only until then
+    assert "Lease" not in again.stdout
+
+
+def test_a_flaky_api_server_does_not_stop_reverts(kube_cluster: Any, k8s_namespace: str,
+                                                   tmp_path: Path) -> None:
+    from test_kube_api_faults import DROP, DROP_AFTER, ERROR_500, FaultyProxy, Upstream
+
+    deploy(kube_cluster, k8s_namespace, 2)
+    proxy = FaultyProxy(Upstream.from_kubeconfig(kube_cluster.kubeconfig), tmp_path).start()
+    try:
+        proxy.fraction, proxy.kinds = 0.15, (ERROR_500, DROP, DROP_AFTER)
+        text = experiment(k8s_namespace, """\
+            - name: slow
+              networkLatency: {selector: {labels: {app: web}, mode: all}, delay: 80ms}
+              at: 300ms
+              duration: 1s
+            - name: burn
+              cpuStress: {selector: {labels: {app: web}, mode: all}, workers: 1}
+              at: 400ms
+              duration: 1s
+            """)
+        result, journal = chaos(kube_cluster, tmp_path, text,
+                                kubeconfig=str(proxy.kubeconfig()))
+        faults_seen = dict(proxy.faults)
+    finally:
+        proxy.stop()
+    assert sum(faults_seen.values()) >= 3, faults_seen
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    for fault in journal["faults"]:
+        assert fault["injected_at"] and fault["reverted_at"] and not fault["revert_error"], fault
+
+    async def containers() -> list[str]:
+        kc = await KubeClient.connect(kube_cluster.kubeconfig)
+        try:
+            pods = await kc.list_pods(k8s_namespace, labels={"app": "web"})
+            return [c["name"] for p in pods for c in await kc.ephemeral_containers(p)]
+        finally:
+            await kc.close()
+
+    names = run(containers())
+    run_id = journal["run_id"][:8]
+    for kind in ("netem", "stress"):
+        assert names.count(f"chaos-{kind}-{run_id}") == 2
+        assert names.count(f"chaos-{kind}-revert-{run_id}") == 2
+
+
+def test_probe_kinds_and_the_scale_rollback(kube_cluster: Any, k8s_namespace: str,
+                                            tmp_path: Path) -> None:
+    from test_kube_client import create_statefulset
+
+    deploy(kube_cluster, k8s_namespace, 2)
+    create_statefulset(kube_cluster, k8s_namespace, "db", 1)
+    ns = k8s_namespace
+    text = "\n".join([
+        "apiVersion: chaos/v1",
+        "kind: Experiment",
+        "metadata: {name: probes}",
+        "spec:",
+        f"  target: {{platform: kubernetes, namespace: {ns}}}",
+        "  baseline: 1s",
+        "  recovery: 2s",
+        "  probes:",
+        '    - {name: web, interval: 250ms, kubernetes: {deployment: {name: web, available: ">= 2"}}}',
+        '    - {name: db, interval: 250ms, kubernetes: {statefulset: {name: db}}}',
+        '    - {name: ready, interval: 250ms, kubernetes: {pods: {selector: {app: web}, ready: ">= 2"}}}',
+        "    - {name: calm, interval: 250ms, kubernetes: {restarts: {selector: {app: web}, max: 0}}}",
+        "    - name: progressing",
+        "      interval: 250ms",
+        "      kubernetes: {resource: {apiVersion: apps/v1, kind: Deployment, name: web,",
+        "                              condition: {type: Available, status: 'True'}}}",
+        "  slos:",
+        *[f"    - {{name: {p}, probe: {p}, successRate: '>= 100%', window: 5s, minSamples: 2}}"
+          for p in ("web", "db", "ready", "calm", "progressing")],
+        "  rollbacks:",
+        "    - name: scale-web",
+        "      kubernetes: {scale: {name: web, replicas: 3}}",
+        "",
+    ])
+    result, journal = chaos(kube_cluster, tmp_path, text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(s["verdict"] == "passed" for s in journal["slos"]), journal["slos"]
+    assert journal["rollbacks"][0]["ok"], journal["rollbacks"]
+    details = {name: samples[-1]["detail"] for name, samples in journal["probes"].items()}
+    assert details["web"].startswith("2/2 available")
+    assert details["db"].startswith("1/1 available")
+    assert details["calm"].startswith("0 restart(s) across 2 pod(s)")
+    assert "Available=True" in details["progressing"]
+
+    async def replicas() -> int:
+        kc = await KubeClient.connect(kube_cluster.kubeconfig)
+        try:
+            return (await kc.get_deployment(ns, "web")).replicas
+        finally:
+            await kc.close()
+
+    assert run(replicas()) == 3
+
+
+@pytest.mark.parametrize("example", ["pod-kill.yaml", "network-latency.yaml", "cpu-stress.yaml"])
+def test_example_experiments_run_against_the_test_cluster(kube_cluster: Any, k8s_namespace: str,
+                                                          example: str, tmp_path: Path) -> None:
+    manifest = REPO / "experiments" / "kubernetes" / "demo-app.yaml"
+    kube_cluster.kubectl("-n", k8s_namespace, "apply", "-f", str(manifest))
+
+    async def ready() -> None:
+        kc = await KubeClient.connect(kube_cluster.kubeconfig)
+        try:
+            await ready_deployment(kc, k8s_namespace, "checkout", 3)
+        finally:
+            await kc.close()
+
+    run(ready())
+    # The examples run 30s faults; shorten them for the test, keep everything else.
+    text = (REPO / "experiments" / "kubernetes" / example).read_text()
+    text = text.replace("duration: 30s", "duration: 2s").replace("recovery: 20s", "recovery: 4s")
+    exp = tmp_path / example
+    exp.write_text(text)
+    env = {**__import__("os").environ, "CHAOS_NAMESPACE": k8s_namespace}
+    base = [sys.executable, "-m", "chaos"]
+    plan = subprocess.run([*base, "plan", str(exp), "--kubeconfig", kube_cluster.kubeconfig],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert f"will touch: pod {k8s_namespace}/checkout-" in plan.stdout
+    journal = tmp_path / "run.json"
+    result = subprocess.run(
+        [*base, "run", str(exp), "--kubeconfig", kube_cluster.kubeconfig, "--journal",
+         str(journal), "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(journal.read_text())
+    assert data["status"] == "passed"
+    assert all(f["injected_at"] for f in data["faults"])
+
+
+def test_blast_radius_caps_refuse_before_anything(kube_cluster: Any, k8s_namespace: str,
+                                                  tmp_path: Path) -> None:
+    deploy(kube_cluster, k8s_namespace, 4)
+    before = uids(kube_cluster, k8s_namespace)
+    kill_all = """\
+        - name: kill
+          podKill: {selector: {labels: {app: web}, mode: all}}
+        """
+    result, journal = chaos(kube_cluster, tmp_path, experiment(
+        k8s_namespace, kill_all, limits="{maxDuration: 2m, maxPods: 3}"))
+    assert result.returncode == 2
+    assert "would hit 4 pods (all of 4), more than limits.maxPods=3" in journal["errors"][0]
+    result, journal = chaos(kube_cluster, tmp_path, experiment(
+        k8s_namespace, kill_all.replace("mode: all", "mode: {percent: 50%}"),
+        limits="{maxDuration: 2m, maxPercent: 30%}"))
+    assert result.returncode == 2
+    assert "(50%), more than limits.maxPercent=30%" in journal["errors"][0]
+    assert uids(kube_cluster, k8s_namespace) == before
+
+
+def test_an_aborted_run_says_so_in_an_event(kube_cluster: Any, k8s_namespace: str,
+                                            tmp_path: Path) -> None:
+    deploy(kube_cluster, k8s_namespace, 2)
+    text = experiment(k8s_namespace, """\
+        - name: kill-all
+          podKill: {selector: {labels: {app: web}, mode: all}, gracePeriod: 0s, every: 300ms}
+          at: 200ms
+          duration: 20s
+        """, slos="- {name: all-up, probe: available, successRate: '>= 100%', window: 2s}",
+                      probe_interval="100ms")
+    result, journal = chaos(kube_cluster, tmp_path, text)
+    assert result.returncode == 3, result.stdout + result.stderr
+    events = json.loads(kube_cluster.kubectl(
+        "get", "events.events.k8s.io", "-n", k8s_namespace, "-o", "json").stdout)["items"]
+    aborted = [e for e in events if e["reason"] == "ChaosExperimentAborted"]
+    assert aborted and aborted[0]["regarding"]["kind"] == "Deployment"
+    assert aborted[0]["type"] == "Warning" and journal["run_id"] in aborted[0]["note"]
