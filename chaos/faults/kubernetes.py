@@ -85,8 +85,7 @@ class _KubeFault:
 
     async def _mark(self, pod: PodRef, what: str) -> None:
         """Annotate the pod and tell its workload, best effort: never block a revert."""
-        if pod not in self.platform._touched:
-            self.platform._touched.append(pod)
+        self.platform.touched(pod)
         client = await self.platform.client()
         with contextlib.suppress(KubeError):
             await client.annotate("Pod", pod.namespace, pod.name,
@@ -280,6 +279,20 @@ class KubePlatform:
         self._planned: list[FaultSpec] = []
         self._touched: list[PodRef] = []
 
+    def touched(self, pod: PodRef) -> None:
+        """Remember a pod the run acted on (for the end-of-run Event)."""
+        if pod not in self._touched:
+            self._touched.append(pod)
+
+    @staticmethod
+    def _selector(fault: FaultSpec) -> PodSelector | None:
+        return fault.pod_selector or (fault.pod_kill.selector if fault.pod_kill else None)
+
+    def fault_namespaces(self) -> list[str]:
+        """The namespaces the planned faults inject into (where the run holds Leases)."""
+        return sorted({self._namespace(s.namespace) for f in self._planned
+                       if (s := self._selector(f)) is not None})
+
     async def client(self) -> KubeClient:
         if self._client is None:
             self._client = await self._connect()
@@ -374,7 +387,7 @@ class KubePlatform:
                 checks.append(check)
 
         for fault in self._planned:
-            selector = fault.pod_selector or (fault.pod_kill.selector if fault.pod_kill else None)
+            selector = self._selector(fault)
             if selector is None:
                 continue
             ns = self._namespace(selector.namespace)
@@ -433,9 +446,7 @@ class KubePlatform:
         if self._local is not None:
             await self._local.prepare()
         client = await self.client()
-        namespaces = sorted({self._namespace(
-            (f.pod_selector or (f.pod_kill.selector if f.pod_kill else None)).namespace  # type: ignore[union-attr]
-        ) for f in self._planned if f.pod_selector or f.pod_kill})
+        namespaces = self.fault_namespaces()
         try:
             for ns in namespaces:
                 await client.acquire_lease(ns, LEASE_NAME, self.run_id, LEASE_SECONDS)
