@@ -575,3 +575,56 @@ def test_an_aborted_run_says_so_in_an_event(kube_cluster: Any, k8s_namespace: st
     aborted = [e for e in events if e["reason"] == "ChaosExperimentAborted"]
     assert aborted and aborted[0]["regarding"]["kind"] == "Deployment"
     assert aborted[0]["type"] == "Warning" and journal["run_id"] in aborted[0]["note"]
+
+
+def test_in_cluster_service_account(kube_cluster: Any, k8s_namespace: str,
+                                    tmp_path: Path) -> None:
+    """As in a CronJob pod: no kubeconfig, the token and CA at the in-cluster paths. The CLI
+    runs in a private mount namespace with a tmpfs over /run, so the host is not touched."""
+    import shutil
+    from urllib.parse import urlparse
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is needed to fake the in-cluster paths")
+    deploy(kube_cluster, k8s_namespace, 2)
+    sa_config = json.loads(service_account_kubeconfig(
+        kube_cluster, k8s_namespace, "chaos-incluster",
+        [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete", "patch"]},
+         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+          "verbs": ["get", "create", "update", "delete"]},
+         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}],
+        tmp_path / "sa.kubeconfig").read_text())
+    token = sa_config["users"][0]["user"]["token"]
+    server = urlparse(sa_config["clusters"][0]["cluster"]["server"])
+    ca = sa_config["clusters"][0]["cluster"]["certificate-authority"]
+    secrets = tmp_path / "sa"
+    secrets.mkdir()
+    (secrets / "token").write_text(token)
+    (secrets / "ca.crt").write_text(Path(ca).read_text())
+    (secrets / "namespace").write_text(k8s_namespace)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(experiment(k8s_namespace, """\
+        - name: kill
+          podKill: {selector: {labels: {app: web}}, gracePeriod: 0s}
+          at: 200ms
+        """))
+    journal = tmp_path / "run.json"
+    inner = (
+        "set -e; mount -t tmpfs tmpfs /run; "
+        "mkdir -p /run/secrets/kubernetes.io/serviceaccount; "
+        f"cp {secrets}/* /run/secrets/kubernetes.io/serviceaccount/; "
+        f'exec "$@"'
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "KUBERNETES_SERVICE_HOST": server.hostname or "127.0.0.1",
+           "KUBERNETES_SERVICE_PORT": str(server.port)}
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner, "sh",
+         sys.executable, "-m", "chaos", "run", str(exp), "--journal", str(journal),
+         "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(journal.read_text())
+    assert data["faults"][0]["injected_at"]
+    assert not Path("/run/secrets/kubernetes.io/serviceaccount/token").exists(), "host untouched"
