@@ -1,0 +1,205 @@
+"""A run record as Markdown, compact enough to post as a pull-request comment.
+
+A verdict line (status word and exit code, no emoji), the message and the abort reason, then one
+table each for SLOs, faults and rollbacks. Long cells are shortened, so a normal run stays well
+under 60 lines. The small formatting helpers here are shared with the JUnit and HTML renderers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from chaos.engine.orchestrator import exit_code
+from chaos.journal.record import FaultRecord, RunRecord, SloRecord, Status
+
+_STATUS_WORD = {
+    Status.RUNNING: "RUNNING",
+    Status.PASSED: "PASSED",
+    Status.DEVIATED: "DEVIATED",
+    Status.ABORTED: "ABORTED",
+    Status.INTERRUPTED: "INTERRUPTED",
+    Status.ERROR: "ERROR",
+}
+
+_EXIT_MEANING = {
+    0: "steady state held before, during and after",
+    1: "deviated: the steady state or the recovery check failed",
+    2: "invalid input: nothing was injected",
+    3: "aborted by the SLO guard; every fault was reverted",
+    4: "a revert failed: a fault may still be active",
+    130: "interrupted; every fault was reverted",
+}
+
+_MAX_CELL = 60
+_MAX_ERRORS = 5
+
+
+# ------------------------------------------------------------------------------ shared helpers
+
+
+def status_word(record: RunRecord) -> str:
+    """PASSED, ABORTED, ...; a run whose revert failed says so, whatever its status."""
+    if exit_code(record) == 4:
+        return "REVERT FAILED"
+    return _STATUS_WORD.get(record.status, str(record.status).upper())
+
+
+def exit_meaning(code: int) -> str:
+    return _EXIT_MEANING.get(code, "")
+
+
+def format_slo_value(slo: SloRecord, value: float | None) -> str:
+    """An observed SLO value in the unit of its objective: 87.5%, 412ms, 3."""
+    if value is None or math.isnan(value):
+        return "no data"
+    if slo.objective == "successRate":
+        return f"{value * 100:.1f}%"
+    if slo.objective.startswith("latency"):
+        return f"{value * 1000:.0f}ms"
+    return f"{value:g}"
+
+
+def parse_time(iso_ts: str | None) -> dt.datetime | None:
+    if not iso_ts:
+        return None
+    try:
+        return dt.datetime.fromisoformat(iso_ts)
+    except ValueError:
+        return None
+
+
+def run_seconds(record: RunRecord, iso_ts: str | None) -> float | None:
+    """An ISO time of the record as seconds since the run started (``None`` if unknown)."""
+    start = parse_time(record.started_at)
+    moment = parse_time(iso_ts)
+    if start is None or moment is None:
+        return None
+    return (moment - start).total_seconds()
+
+
+def fault_outcome(fault: FaultRecord) -> tuple[str, str]:
+    """(injected, reverted) in words, for tables."""
+    if fault.injected_at is None and fault.inject_error is None:
+        return "no", "-"
+    injected = "yes" if fault.injected_at is not None else "failed"
+    if fault.one_shot:
+        return injected, "one-shot"
+    if fault.revert_error:
+        return injected, "FAILED" if fault.reverted_at is None else "yes (after errors)"
+    return injected, "yes" if fault.reverted_at is not None else "NO"
+
+
+def shorten(text: str, limit: int = _MAX_CELL) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def targets_text(targets: list[str], shown: int = 2) -> str:
+    if not targets:
+        return "-"
+    text = ", ".join(targets[:shown])
+    if len(targets) > shown:
+        text += f" (+{len(targets) - shown} more)"
+    return text
+
+
+# ------------------------------------------------------------------------------ markdown
+
+
+def _cell(text: str, limit: int = _MAX_CELL) -> str:
+    """One table cell: on one line, no pipes that would split it, not too long."""
+    short = shorten(text, limit)
+    return short.replace("\\", "\\\\").replace("|", "\\|").replace("`", "'") or "-"
+
+
+def _code(text: str) -> str:
+    return "`" + text.replace("`", "'") + "`"
+
+
+def _at(record: RunRecord, iso_ts: str | None) -> str:
+    seconds = run_seconds(record, iso_ts)
+    if seconds is not None:
+        return f"+{seconds:.2f}s"
+    return iso_ts[11:23] if iso_ts else "-"
+
+
+def render_markdown(record: RunRecord) -> str:
+    code = exit_code(record)
+    lines = [
+        f"**{status_word(record)}** (exit {code}): chaos experiment {_code(record.experiment)}, "
+        f"run {_code(record.run_id)}, {record.duration or 0:.1f}s",
+        "",
+    ]
+    if record.message:
+        lines.append(f"> {shorten(record.message, 300)}")
+        lines.append("")
+    if record.abort is not None:
+        reason = shorten(record.abort.reason, 300)
+        lines.append(f"**Abort reason** (t={record.abort.t:.2f}s): {reason}")
+        lines.append("")
+    if record.slos:
+        lines += [
+            "| SLO | objective | threshold | observed | verdict |",
+            "|---|---|---|---|---|",
+        ]
+        for s in record.slos:
+            verdict = f"**{s.verdict}**" if s.verdict == "breached" else s.verdict
+            if s.breach_phase:
+                verdict += f" ({s.breach_phase})"
+            lines.append(
+                f"| {_cell(s.name)} | {_cell(s.objective)} on {_cell(s.probe)} "
+                f"| {_cell(s.threshold)} | {_cell(format_slo_value(s, s.observed))} "
+                f"| {verdict} |"
+            )
+        lines.append("")
+    if record.faults:
+        lines += [
+            "| fault | kind | targets | injected | reverted | error |",
+            "|---|---|---|---|---|---|",
+        ]
+        for f in record.faults:
+            injected, reverted = fault_outcome(f)
+            if f.injected_at:
+                injected = f"{injected} {_at(record, f.injected_at)}"
+            if f.reverted_at and not f.one_shot:
+                reverted = f"{reverted} {_at(record, f.reverted_at)}"
+            errors = [e for e in (f.inject_error, f.revert_error) if e]
+            error = _cell("; ".join(errors), 80) if errors else "-"
+            if f.revert_error:
+                error = f"**{error}**"
+            lines.append(
+                f"| {_cell(f.name)} | {_cell(f.kind)} | {_cell(targets_text(f.targets), 50)} "
+                f"| {injected} | {reverted} | {error} |"
+            )
+        lines.append("")
+    if record.rollbacks:
+        lines += ["| rollback | result | detail |", "|---|---|---|"]
+        for r in record.rollbacks:
+            result = "ok" if r.ok else "**failed**"
+            lines.append(f"| {_cell(r.name)} | {result} | {_cell(r.detail, 80)} |")
+        lines.append("")
+    if record.errors:
+        lines.append("**Errors**")
+        lines.append("")
+        for error in record.errors[:_MAX_ERRORS]:
+            lines.append(f"- {shorten(error, 200)}")
+        if len(record.errors) > _MAX_ERRORS:
+            lines.append(f"- ... and {len(record.errors) - _MAX_ERRORS} more in the journal")
+        lines.append("")
+    meaning = exit_meaning(code)
+    lines.append(f"<sub>exit {code}: {meaning}</sub>" if meaning else f"<sub>exit {code}</sub>")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "exit_meaning",
+    "fault_outcome",
+    "format_slo_value",
+    "parse_time",
+    "render_markdown",
+    "run_seconds",
+    "shorten",
+    "status_word",
+    "targets_text",
+]
