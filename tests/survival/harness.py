@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,19 @@ class Harness:
         self.upstream.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.upstream.bind(("127.0.0.1", self.up_port))
         self.upstream.listen(64)
+        # Accept and close: a listener that never accepts fills its backlog after a few dozen
+        # trials, the TCP probe starts failing, and the guard (rightly) aborts the run before
+        # the signal under test arrives.
+        self._accepting = threading.Thread(target=self._accept_forever, daemon=True)
+        self._accepting.start()
+
+    def _accept_forever(self) -> None:
+        while True:
+            try:
+                conn, _ = self.upstream.accept()
+            except OSError:
+                return
+            conn.close()
 
     def close(self) -> None:
         self.upstream.close()
