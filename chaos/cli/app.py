@@ -62,15 +62,32 @@ def run(
     state_dir: StateDirOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
+    report_html: Annotated[Path | None, typer.Option(help="write the HTML report here")] = None,
+    junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="write a Markdown summary here")] = None,
+    pushgateway: Annotated[
+        str | None, typer.Option(help="push run metrics to this Prometheus Pushgateway URL")
+    ] = None,
+    metric_label: Annotated[
+        list[str] | None, typer.Option(help="extra label for the run metrics, NAME=VALUE")
+    ] = None,
 ) -> None:
     """Run an experiment: baseline, faults under the SLO guard, revert, recovery check."""
     from chaos.cli.runner import KubeArgs, RunArgs, execute
 
     if log_format not in ("auto", "console", "json"):
         _fail(InvalidInput(f"--log-format must be auto, console or json, not '{log_format}'"))
+    labels: dict[str, str] = {}
+    for item in metric_label or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            _fail(InvalidInput(f"--metric-label must be NAME=VALUE, not '{item}'"))
+        labels[name] = value
     try:
         code = execute(RunArgs(experiment, journal, dry_run, log_format, verbose, probes_dir,
-                               state_dir=state_dir, kube=KubeArgs(kubeconfig, context)))
+                               state_dir=state_dir, kube=KubeArgs(kubeconfig, context),
+                               report_html=report_html, junit=junit, markdown=markdown,
+                               pushgateway=pushgateway, metric_labels=labels))
     except ChaosError as exc:
         _fail(exc)
     raise typer.Exit(code)
@@ -115,6 +132,24 @@ def recover(
 
     try:
         code = do_recover(state_dir, dry_run, KubeArgs(kubeconfig, context))
+    except ChaosError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    journal: Annotated[Path, typer.Argument(help="a run journal written by --journal")],
+    format: Annotated[str, typer.Option("--format", "-f", help="html, junit or markdown")] = (
+        "markdown"
+    ),
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write")] = None,
+) -> None:
+    """Render a saved run journal as an HTML report, JUnit XML or Markdown."""
+    from chaos.cli.runner import report as do_report
+
+    try:
+        code = do_report(journal, format, output)
     except ChaosError as exc:
         _fail(exc)
     raise typer.Exit(code)

@@ -16,6 +16,7 @@ import structlog
 
 from chaos.cli.output import CliObserver, LiveLine, configure_logging
 from chaos.engine.orchestrator import Orchestrator, RunOptions, exit_code
+from chaos.errors import InvalidInput
 from chaos.journal.record import RunRecord
 from chaos.journal.wal import Journal, StateDir, TargetLocks, check_no_outstanding
 from chaos.model.experiment import Experiment
@@ -34,6 +35,11 @@ class RunArgs:
     run_id: str | None = None
     state_dir: Path | None = None
     kube: KubeArgs | None = None
+    report_html: Path | None = None
+    junit: Path | None = None
+    markdown: Path | None = None
+    pushgateway: str | None = None
+    metric_labels: dict[str, str] | None = None
 
 
 def new_run_id() -> str:
@@ -94,6 +100,9 @@ async def plan(experiment: Experiment, kube: KubeArgs | None = None) -> str:
 def execute(args: RunArgs) -> int:
     """Run (or plan) one experiment from the CLI; returns the documented exit code."""
     experiment = load_experiment(args.experiment, probes_dirs=args.probes_dirs)
+    from chaos.probes.prometheus import check_prometheus_env
+
+    check_prometheus_env(experiment.spec.probes)  # a missing token is exit 2, before anything
     if args.dry_run:
         print(asyncio.run(plan(experiment, args.kube)))
         return 0
@@ -145,7 +154,57 @@ def execute(args: RunArgs) -> int:
     observer.close()
     code = exit_code(record)
     print(render_summary(record, experiment, code, str(journal) if journal else None))
+    write_reports(record, args)
+    if args.pushgateway:
+        push_metrics(record, args.pushgateway, args.metric_labels or {})
     return code
+
+
+def write_reports(record: RunRecord, args: RunArgs) -> None:
+    """The reports asked for on the command line; a failure to write one is said, not fatal."""
+    from chaos.reporting import render_html, render_junit, render_markdown
+
+    for path, render in ((args.report_html, render_html), (args.junit, render_junit),
+                         (args.markdown, render_markdown)):
+        if path is None:
+            continue
+        try:
+            write_atomically(path, render(record))
+            print(f"report: {path}")
+        except OSError as exc:
+            print(f"error: cannot write report {path}: {exc.strerror}", file=sys.stderr)
+
+
+def push_metrics(record: RunRecord, url: str, labels: dict[str, str]) -> None:
+    """Push the run metrics; the run's exit code stays the run's, a push failure is said."""
+    from chaos.errors import ChaosError
+    from chaos.platform.pushgateway import push_run_metrics
+    from chaos.reporting.metrics import render_run_metrics
+
+    body = render_run_metrics(record, labels)
+    try:
+        asyncio.run(push_run_metrics(url, "chaos-runner", {"experiment": record.experiment},
+                                     body))
+        print(f"metrics: pushed to {url}")
+    except ChaosError as exc:
+        print(f"error: pushing run metrics failed: {exc}", file=sys.stderr)
+
+
+def report(journal: Path, fmt: str, output: Path | None) -> int:
+    """Render a saved journal as html, junit or markdown."""
+    from chaos.journal.load import load_record
+    from chaos.reporting import render_html, render_junit, render_markdown
+
+    renderers = {"html": render_html, "junit": render_junit, "markdown": render_markdown}
+    if fmt not in renderers:
+        raise InvalidInput(f"--format must be one of {', '.join(renderers)}, not '{fmt}'")
+    text = renderers[fmt](load_record(journal))
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        write_atomically(output, text)
+        print(f"report: {output}")
+    return 0
 
 
 def recover(state_dir: Path | None, dry_run: bool, kube: KubeArgs | None = None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 
@@ -303,6 +303,8 @@ class LocalPlatform:
             "cpu_stress": self._plan_cpu,
         }
         self._netems: list[Netem] = []
+        self._own_clients: list[httpx.AsyncClient] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     # -- Platform protocol
 
@@ -332,7 +334,19 @@ class LocalPlatform:
 
     def probe(self, spec: ProbeSpec) -> Probe:
         if spec.http is not None:
+            if not spec.http.verify_tls:
+                # The shared client verifies TLS; a probe that opts out gets its own.
+                own = httpx.AsyncClient(verify=False, trust_env=False)
+                self._own_clients.append(own)
+                return HttpProbeDriver(spec, own)
             return HttpProbeDriver(spec, self.client)
+        if spec.prometheus is not None:
+            from chaos.probes.prometheus import PrometheusProbeDriver
+
+            driver = PrometheusProbeDriver(spec, self.client)
+            if driver.owns_client:
+                self._closers.append(driver.aclose)
+            return driver
         if spec.tcp is not None:
             return TcpProbeDriver(spec)
         return CommandProbeDriver(spec)
@@ -371,6 +385,12 @@ class LocalPlatform:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        for own in self._own_clients:
+            await own.aclose()
+        self._own_clients.clear()
+        for closer in self._closers:
+            await closer()
+        self._closers.clear()
 
     # -- helpers
 

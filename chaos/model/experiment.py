@@ -208,7 +208,47 @@ class KubernetesProbe(Strict):
         return self
 
 
-PROBE_KINDS = ("http", "command", "tcp", "kubernetes")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class BasicAuthEnv(Strict):
+    """HTTP basic auth read from environment variables, so no secret lives in the experiment."""
+
+    username_env: str = Field(pattern=_ENV_NAME, description="env var holding the user name")
+    password_env: str = Field(pattern=_ENV_NAME, description="env var holding the password")
+
+
+class PrometheusProbe(Strict):
+    """An instant PromQL query; a sample is ok when its single value meets ``expect``."""
+
+    url: str = Field(description="base URL of the Prometheus server, e.g. http://prometheus:9090")
+    query: str = Field(min_length=1, description="PromQL giving a scalar or a single series")
+    expect: NumberThreshold
+    timeout: Duration = 5.0
+    bearer_token_env: str | None = Field(
+        default=None, pattern=_ENV_NAME, description="env var holding a bearer token"
+    )
+    basic_auth: BasicAuthEnv | None = None
+    verify_tls: bool = True
+    ca_file: str | None = Field(default=None, description="PEM bundle to verify the server with")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(
+                f"'{value}' is not an http(s) URL: write it as http://host:9090"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> PrometheusProbe:
+        if self.bearer_token_env is not None and self.basic_auth is not None:
+            raise ValueError("a prometheus probe takes bearerTokenEnv or basicAuth, not both")
+        return self
+
+
+PROBE_KINDS = ("http", "command", "tcp", "kubernetes", "prometheus")
 
 
 class ProbeSpec(Strict):
@@ -218,6 +258,7 @@ class ProbeSpec(Strict):
     command: CommandProbe | None = None
     tcp: TcpProbe | None = None
     kubernetes: KubernetesProbe | None = None
+    prometheus: PrometheusProbe | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ProbeSpec:

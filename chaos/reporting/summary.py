@@ -87,6 +87,13 @@ def _probe_target(probe: ProbeSpec) -> str:
         return f"connect {probe.tcp.host}:{probe.tcp.port}"
     if probe.command is not None:
         return " ".join(probe.command.argv)
+    if probe.prometheus is not None:
+        return f"{probe.prometheus.query} {probe.prometheus.expect} at {probe.prometheus.url}"
+    if probe.kubernetes is not None:
+        k = probe.kubernetes
+        check = next(name for name in ("deployment", "statefulset", "pods", "resource",
+                                       "restarts") if getattr(k, name) is not None)
+        return f"{check} in {k.namespace or 'the target namespace'}"
     return ""
 
 

@@ -42,7 +42,7 @@ CASES = [
      "a process target needs exactly one of: pid, pidfile, name, port", 13, 30),
     ("two-kinds", 'http: {url: "http://127.0.0.1:9/health", timeout: 1s}',
      'http: {url: "http://127.0.0.1:9/health"}\n      tcp: {host: a, port: 1}',
-     "needs exactly one of: http, command, tcp, kubernetes; it has http and tcp", 6, 7),
+     "needs exactly one of: http, command, tcp, kubernetes, prometheus; it has http and tcp", 6, 7),
     ("no-duration", "      duration: 5s\n", "", "needs a 'duration' so it always ends", 12, 7),
     ("bad-api-version", "apiVersion: chaos/v1", "apiVersion: chaos/v2", "apiVersion", 1, 13),
     ("unset-env", 'url: "http://127.0.0.1:9/health"', 'url: "http://${NOPE_NOT_SET}/health"',

@@ -202,3 +202,31 @@ def test_missing_target_is_exit_2_and_nothing_injected(tmp_path: Path) -> None:
     assert "service.pid" in result.stdout + result.stderr
     journal = json.loads(journal_path.read_text())
     assert journal["status"] == "error" and journal["rollbacks"] == []
+
+
+def test_run_writes_reports_and_chaos_report_renders_a_saved_journal(
+        demo: tuple[DemoService, dict[str, str]], tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    _, env = demo
+    journal = tmp_path / "run.json"
+    html, junit, md = tmp_path / "r.html", tmp_path / "r.xml", tmp_path / "r.md"
+    result = run_cli("demo-latency.yaml", env, journal, "--report-html", str(html),
+                     "--junit", str(junit), "--markdown", str(md))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert 'id="timeline"' in html.read_text() and "abort-marker" in html.read_text()
+    suite = ET.parse(junit).getroot()
+    failures = [tc for tc in suite.iter("testcase") if tc.find("failure") is not None]
+    assert any("latency" in (tc.find("failure").get("message") or "") for tc in failures)
+    assert md.read_text().splitlines()[0].count("ABORTED") == 1
+    for fmt, check in (("markdown", "ABORTED"), ("junit", "<testsuites"), ("html", "<svg")):
+        again = subprocess.run([sys.executable, "-m", "chaos", "report", str(journal),
+                                "--format", fmt], capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0 and check in again.stdout, again.stderr
+    assert (subprocess.run([sys.executable, "-m", "chaos", "report", str(journal), "-f", "md"],
+                           capture_output=True, text=True, timeout=60).returncode == 2)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    out = subprocess.run([sys.executable, "-m", "chaos", "report", str(bad)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no key" in out.stderr
