@@ -354,3 +354,20 @@ def test_reporting_exports_everything() -> None:
     public = {n for n in dir(chaos.reporting) if n.startswith("render_")}
     assert set(chaos.reporting.__all__) == public
     assert {"render_html", "render_junit", "render_markdown"} <= public
+
+
+def test_ci_examples_are_valid_yaml_and_gate_on_1_3_4() -> None:
+    import yaml
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "ci"
+    gha = yaml.safe_load((docs / "github-actions.yml").read_text())
+    steps = gha["jobs"]["chaos"]["steps"]
+    run_step = next(s for s in steps if s.get("id") == "chaos")
+    assert "--junit" in run_step["run"] and "--markdown" in run_step["run"]
+    gate = next(s for s in steps if s.get("name") == "Gate")["run"]
+    for code in ("1)", "3)", "4)"):
+        assert code in gate and "exit 1" in gate
+    gitlab = yaml.safe_load((docs / "gitlab-ci.yml").read_text())
+    job = gitlab["resilience"]
+    assert job["artifacts"]["reports"]["junit"] == "reports/junit.xml"
+    assert "chaos run" in job["script"][1]
