@@ -145,6 +145,9 @@ def execute(args: RunArgs) -> int:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            from chaos.cli import install_interrupt_handlers
+
+            install_interrupt_handlers()  # asyncio put back the defaults (SIGTERM would kill)
 
     try:
         record = asyncio.run(main())

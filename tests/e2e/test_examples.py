@@ -230,3 +230,16 @@ def test_run_writes_reports_and_chaos_report_renders_a_saved_journal(
     out = subprocess.run([sys.executable, "-m", "chaos", "report", str(bad)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no key" in out.stderr
+
+
+def test_sigterm_during_startup_is_exit_130_not_a_bare_kill(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "chaos", "validate",
+                             str(EXPERIMENTS / "demo-latency.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.15)  # inside imports and loading
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    if proc.returncode == 0:
+        return  # it finished before the signal; nothing to check on this machine
+    assert proc.returncode == 130, err
+    assert "no fault of this command is active" in err
