@@ -156,7 +156,7 @@ class Harness:
                 time.sleep(max(0.0, deadline - killed_at))
             else:
                 self._check_interrupted(result, journal, marker)
-            result.leftovers += self._leftovers(pause_proc.pid, p1, p2)
+            result.leftovers += self._leftovers(pause_proc.pid, p1, p2, runner.pid)
         finally:
             if runner.poll() is None:
                 runner.kill()
@@ -189,26 +189,38 @@ class Harness:
                 not marker.exists():
             result.leftovers.append("rollback did not run")
 
-    def _leftovers(self, paused_pid: int, p1: int, p2: int) -> list[str]:
+    def _leftovers(self, paused_pid: int, p1: int, p2: int, runner_pid: int) -> list[str]:
+        """What this trial left; other processes' burners and watchdogs are not counted."""
         found: list[str] = []
         if procs.proc_info(paused_pid) and procs.is_stopped(paused_pid):
             found.append(f"pid {paused_pid} still paused")
-        burners = procs.find_by_name(r"chaos\.platform\.local\._burner")
+        burners = [p for p in procs.find_by_name(r"chaos\.platform\.local\._burner")
+                   if f"--parent {runner_pid}" in p.cmdline]
         if burners:
             found.append(f"{len(burners)} CPU burner(s) still running")
         for port in (p1, p2):
             if _listening(port):
                 found.append(f"proxy port {port} still listening")
-        if self._watchdogs():
-            found.append("watchdog still running")
+        watchdogs = self._watchdogs()
+        if watchdogs:
+            found.append(f"watchdog still running: {watchdogs[0].cmdline[-60:]}")
         return found
 
+    def _run_ids(self) -> set[str]:
+        runs = self.state / "runs"
+        return {p.stem for p in runs.glob("*.jsonl")} if runs.is_dir() else set()
+
     def _watchdogs(self) -> list[procs.ProcInfo]:
-        return procs.find_by_name(r"chaos\.platform\.local\._watchdog")
+        ids = self._run_ids()
+        return [p for p in procs.find_by_name(r"chaos\.platform\.local\._watchdog")
+                if any(f"--tag {run_id}/" in p.cmdline for run_id in ids)]
 
     def _cleanup_after_failure(self) -> None:
-        for pattern in (r"chaos\.platform\.local\._burner", r"chaos\.platform\.local\._watchdog"):
-            for info in procs.find_by_name(pattern):
+        """Remove what a failed trial left, so the next trial starts clean (ours only)."""
+        ids = self._run_ids()
+        for info in procs.find_by_name(r"chaos\.platform\.local\._(burner|watchdog)"):
+            if any(f"--tag {run_id}/" in info.cmdline for run_id in ids) or (
+                    "_burner" in info.cmdline and procs.proc_info(info.ppid) is None):
                 try:
                     os.kill(info.pid, signal.SIGKILL)
                 except OSError:
