@@ -30,6 +30,12 @@ def main() -> None:
     # Installed before anything heavy is imported, so a signal during start-up or loading is
     # exit 130, never a bare -15 (only the interpreter's own first ~50ms are not covered).
     install_interrupt_handlers()
-    from chaos.cli.app import main as _main
+    try:
+        from chaos.cli.app import main as _main
 
-    _main()
+        _main()
+    finally:
+        # The outcome is decided and written. Python resets its handlers to the default while
+        # it shuts down, so a late SIGTERM would turn the exit code into -15: ignore instead.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -143,11 +143,18 @@ def execute(args: RunArgs) -> int:
         try:
             return await orchestrator.run()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
             from chaos.cli import install_interrupt_handlers
 
-            install_interrupt_handlers()  # asyncio put back the defaults (SIGTERM would kill)
+            # Swap the run's handlers for the outside-a-run ones with the signals blocked, so
+            # one arriving in between waits for the new handler instead of the default.
+            both = {signal.SIGINT, signal.SIGTERM}
+            signal.pthread_sigmask(signal.SIG_BLOCK, both)
+            try:
+                for sig in both:
+                    loop.remove_signal_handler(sig)
+                install_interrupt_handlers()
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, both)
 
     try:
         record = asyncio.run(main())
