@@ -1,0 +1,27 @@
+# The runner image: chaos-runner with the Kubernetes extra, non-root, read-only friendly.
+# Build from the repository root (there is no Docker engine on the project's dev machines; CI
+# images are built elsewhere):
+#   docker build -f docker/runner.Dockerfile -t ghcr.io/chaos-runner/runner:0.1.0 .
+# Pin the base by digest when publishing (FROM python:3.11.11-slim-bookworm@sha256:...).
+FROM python:3.11.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY chaos ./chaos
+RUN pip install --no-cache-dir --prefix=/install ".[kubernetes]"
+
+FROM python:3.11.11-slim-bookworm
+# tini reaps orphans: the runner spawns probes, rollbacks and watchdogs, and must never be a
+# PID 1 that leaves zombies.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tini=0.19.0-1 \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /install /usr/local
+COPY experiments /opt/chaos/experiments
+COPY probes /opt/chaos/probes
+RUN useradd --uid 65532 --user-group --no-create-home --home-dir /var/lib/chaos chaos \
+ && mkdir -p /var/lib/chaos && chown 65532:65532 /var/lib/chaos
+USER 65532:65532
+ENV XDG_STATE_HOME=/var/lib/chaos PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /opt/chaos
+ENTRYPOINT ["/usr/bin/tini", "--", "chaos"]
+CMD ["--help"]
