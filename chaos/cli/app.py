@@ -7,6 +7,7 @@ by the SLO guard (every fault reverted), 4 a revert failed, 130 interrupted (eve
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -77,6 +78,9 @@ def run(
 
     if log_format not in ("auto", "console", "json"):
         _fail(InvalidInput(f"--log-format must be auto, console or json, not '{log_format}'"))
+    if pushgateway is not None and not re.match(r"^https?://[^/\s]+", pushgateway):
+        _fail(InvalidInput(f"--pushgateway must be an http(s) URL such as "
+                           f"http://pushgateway:9091, not '{pushgateway}'"))
     labels: dict[str, str] = {}
     for item in metric_label or []:
         name, sep, value = item.partition("=")

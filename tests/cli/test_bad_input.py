@@ -145,3 +145,15 @@ def test_examples_validate() -> None:
     for path in sorted((repo / "experiments").glob("*.yaml")):
         result = chaos("validate", str(path), cwd=repo)
         assert result.returncode == 0, (path, result.stderr)
+
+
+def test_bad_run_flags_are_exit_2_before_anything(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(GOOD)
+    for flags, fragment in ((["--pushgateway", "not-a-url"], "--pushgateway must be an http"),
+                            (["--metric-label", "nonsense"], "--metric-label must be NAME=VALUE"),
+                            (["--log-format", "xml"], "--log-format must be")):
+        result = chaos("run", str(path), *flags)
+        assert result.returncode == 2, (flags, result.stderr)
+        assert fragment in result.stderr
+        assert "Traceback" not in result.stderr
