@@ -1,0 +1,673 @@
+"""The Helm chart in charts/chaos-runner, proven with a helm built from source
+(tests/cluster/build-helm.sh, or ``$CHAOS_HELM``) and against the real test control plane
+(tests/k8s/conftest.py): lint and render over a matrix of values, server-side dry run, install,
+a Job from a CronJob scheduled on a fake kwok node, the ServiceAccount's permissions checked with
+the project's own SelfSubjectAccessReview code, and uninstall leaving nothing behind.
+
+Without helm: skipped with a loud message, except in CI (``$CI`` set), where that fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chaos.platform.kubernetes import AccessCheck, Forbidden, KubeClient
+
+pytestmark = pytest.mark.k8s
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "chaos-runner"
+BUILD_HELM = REPO_ROOT / "tests" / "cluster" / "build-helm.sh"
+HELM_BUILD_TIMEOUT_S = float(os.environ.get("CHAOS_HELM_BUILD_TIMEOUT", "1800"))
+HELM_TIMEOUT_S = 90.0
+WAIT_S = 60.0
+BANNER = "!" * 78
+FAULTS = ("podKill", "podKillEviction", "networkLatency", "cpuStress")
+RBAC_KINDS = ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+# ------------------------------------------------------------------------------------------------
+# helm
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> str:
+    env = os.environ.get("CHAOS_HELM")
+    if env:
+        path = Path(env).expanduser()
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"CHAOS_HELM={env} is not an executable helm binary", pytrace=False)
+        return str(path)
+    message = ""
+    try:
+        proc = subprocess.run(
+            ["bash", str(BUILD_HELM)],
+            capture_output=True,
+            text=True,
+            timeout=HELM_BUILD_TIMEOUT_S,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+        )
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode == 0 and lines and os.access(Path(lines[-1]) / "helm", os.X_OK):
+            return str(Path(lines[-1]) / "helm")
+        tail = "\n".join(proc.stderr.splitlines()[-40:])
+        message = f"{BUILD_HELM.name} failed (exit {proc.returncode}):\n{tail}"
+    except subprocess.TimeoutExpired:
+        message = f"{BUILD_HELM.name} did not finish within {HELM_BUILD_TIMEOUT_S:.0f}s"
+    if _in_ci():
+        pytest.fail(f"no helm binary (CI): {message}", pytrace=False)
+    pytest.skip(
+        f"\n{BANNER}\nSKIPPING the Helm chart tests: no helm binary.\n{message}\n"
+        f"Build it with tests/cluster/build-helm.sh (needs Go >= 1.26) or set CHAOS_HELM.\n{BANNER}"
+    )
+
+
+def run_cmd(
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = HELM_TIMEOUT_S,
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"`{' '.join(args)}` failed ({proc.returncode})\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def write_values(tmp_path: Path, values: dict[str, Any], name: str = "values.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def helm_template(
+    helm: str, values_file: Path, release: str = "gd", namespace: str = "chaos"
+) -> list[dict[str, Any]]:
+    out = run_cmd(
+        [helm, "template", release, str(CHART), "-n", namespace, "-f", str(values_file)]
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+# ------------------------------------------------------------------------------------------------
+# What the chart must grant: docs/kubernetes.md, "Permissions", written out independently
+# ------------------------------------------------------------------------------------------------
+
+
+def expected_rules(
+    faults: set[str], *, workloads: bool = True, owners: bool = False
+) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) triples."""
+    rules = {
+        ("", "pods", "list"),
+        ("", "pods", "patch"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+        ("coordination.k8s.io", "leases", "delete"),
+        ("events.k8s.io", "events", "create"),
+    }
+    if "podKill" in faults:
+        rules.add(("", "pods", "delete"))
+    if "podKillEviction" in faults:
+        rules.add(("", "pods/eviction", "create"))
+    if faults & {"networkLatency", "cpuStress"}:
+        rules |= {("", "pods", "get"), ("", "pods/ephemeralcontainers", "patch")}
+    if workloads:
+        rules |= {("apps", "deployments", "get"), ("apps", "statefulsets", "get")}
+    if owners:
+        rules.add(("apps", "replicasets", "list"))
+    return rules
+
+
+def flatten(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    out: set[tuple[str, str, str]] = set()
+    for rule in rules:
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule  # no resourceNames, no URLs
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                for v in rule["verbs"]:
+                    assert "*" not in (g, r, v), rule
+                    out.add((g, r, v))
+    return out
+
+
+def triples_to_checks(triples: set[tuple[str, str, str]], ns: str) -> list[AccessCheck]:
+    checks = []
+    for group, resource, verb in sorted(triples):
+        res, _, sub = resource.partition("/")
+        checks.append(AccessCheck(verb, res, ns, group, sub))
+    return checks
+
+
+def pod_kill_experiment(ns: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(
+        (REPO_ROOT / "experiments" / "kubernetes" / "pod-kill.yaml").read_text()
+    )
+    doc["spec"]["target"]["namespace"] = ns
+    return doc
+
+
+def experiment_entry(name: str, namespaces: list[str], faults: list[str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "schedule": "0 10 * * 2",
+        "targetNamespaces": namespaces,
+        "faults": faults,
+        "experiment": pod_kill_experiment(namespaces[0]),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# lint + template over a matrix of values (no cluster needed)
+# ------------------------------------------------------------------------------------------------
+
+CASES: dict[str, dict[str, Any]] = {
+    "inline": {"experiments": [experiment_entry("kill", ["shop"], ["podKill"])]},
+    "existing-configmap": {
+        "experiments": [
+            {
+                "name": "lat",
+                "schedule": "*/30 * * * *",
+                "timeZone": "Europe/Berlin",
+                "targetNamespaces": ["shop"],
+                "faults": ["networkLatency"],
+                "existingConfigMap": {"name": "game-days", "key": "latency.yaml"},
+            }
+        ]
+    },
+    "persistence": {
+        "experiments": [experiment_entry("evict", ["shop"], ["podKillEviction"])],
+        "persistence": {"enabled": True, "size": "2Gi"},
+        "ownerSelectors": True,
+    },
+    "existing-claim": {
+        "experiments": [experiment_entry("cpu", ["shop"], ["cpuStress"])],
+        "persistence": {"enabled": True, "existingClaim": "chaos-state"},
+        "probes": {"workloads": False},
+    },
+    "pushgateway": {
+        "experiments": [experiment_entry("kill", ["shop"], ["podKill"])],
+        "metrics": {"pushgateway": {"url": "http://pg.monitoring:9091", "labels": {"team": "pay"}}},
+    },
+    "two-namespaces": {
+        "experiments": [
+            experiment_entry("kill", ["shop", "cart"], ["podKill"]),
+            experiment_entry("lat", ["cart"], ["networkLatency", "cpuStress"]),
+        ]
+    },
+    "suspend": {
+        "suspend": True,
+        "experiments": [
+            experiment_entry("kill", ["shop"], ["podKill"]),
+            {**experiment_entry("evict", ["shop"], ["podKillEviction"]), "suspend": False},
+        ],
+    },
+}
+
+
+def _merged(case: dict[str, Any]) -> dict[str, Any]:
+    defaults: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    merged = dict(defaults)
+    for key, value in case.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            merged[key] = {**defaults[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_lint_and_template(helm_bin: str, tmp_path: Path, case: str) -> None:
+    values = CASES[case]
+    v = _merged(values)
+    vf = write_values(tmp_path, values)
+    run_cmd([helm_bin, "lint", "--strict", str(CHART), "-f", str(vf)])
+    docs = helm_template(helm_bin, vf)
+    kinds = {d["kind"] for d in docs}
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    assert all(d["metadata"].get("namespace") for d in docs), "every object is namespaced"
+
+    (sa,) = by_kind(docs, "ServiceAccount")
+    assert sa["metadata"]["namespace"] == "chaos"
+    sa_name = sa["metadata"]["name"]
+
+    # RBAC: per target namespace, exactly the union of the experiments' faults.
+    want: dict[str, set[str]] = {}
+    for exp in values["experiments"]:
+        for ns in exp["targetNamespaces"]:
+            want.setdefault(ns, set()).update(exp["faults"])
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")}
+    bindings = {b["metadata"]["namespace"]: b for b in by_kind(docs, "RoleBinding")}
+    assert set(roles) == set(want) == set(bindings)
+    for ns, faults in want.items():
+        got = flatten(roles[ns]["rules"])
+        assert got == expected_rules(
+            faults, workloads=v["probes"]["workloads"], owners=v["ownerSelectors"]
+        ), (ns, faults)
+        rb = bindings[ns]
+        assert rb["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": roles[ns]["metadata"]["name"],
+        }
+        assert rb["subjects"] == [{"kind": "ServiceAccount", "name": sa_name, "namespace": "chaos"}]
+
+    # ConfigMap of the inline experiments.
+    inline = [e for e in values["experiments"] if "experiment" in e]
+    cms = by_kind(docs, "ConfigMap")
+    if inline:
+        (cm,) = cms
+        assert set(cm["data"]) == {f"{e['name']}.yaml" for e in inline}
+        for e in inline:
+            assert yaml.safe_load(cm["data"][f"{e['name']}.yaml"]) == e["experiment"]
+    else:
+        assert cms == []
+
+    pvcs = by_kind(docs, "PersistentVolumeClaim")
+    persistence = v["persistence"]
+    if persistence["enabled"] and not persistence["existingClaim"]:
+        (pvc,) = pvcs
+        assert pvc["spec"]["resources"]["requests"]["storage"] == persistence["size"]
+    else:
+        assert pvcs == []
+
+    cronjobs = {
+        c["metadata"]["labels"]["chaos-runner/experiment"]: c for c in by_kind(docs, "CronJob")
+    }
+    assert set(cronjobs) == {e["name"] for e in values["experiments"]}
+    for exp in values["experiments"]:
+        cj = cronjobs[exp["name"]]
+        spec = cj["spec"]
+        assert len(cj["metadata"]["name"]) <= 52
+        assert spec["schedule"] == exp["schedule"]
+        assert spec.get("timeZone") == exp.get("timeZone")
+        assert spec["suspend"] is (v["suspend"] or exp.get("suspend", False))
+        assert spec["concurrencyPolicy"] == "Forbid"
+        assert spec["startingDeadlineSeconds"] == 300
+        assert spec["successfulJobsHistoryLimit"] == 3
+        assert spec["failedJobsHistoryLimit"] == 3
+        job = spec["jobTemplate"]["spec"]
+        assert job["backoffLimit"] == 0
+        assert job["activeDeadlineSeconds"] == 3600
+        pod = job["template"]["spec"]
+        assert pod["restartPolicy"] == "Never"
+        assert pod["serviceAccountName"] == sa_name
+        assert pod["terminationGracePeriodSeconds"] == 120
+        psc = pod["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 65532
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+        (init,) = pod["initContainers"]
+        (main,) = pod["containers"]
+        assert init["command"] == ["chaos", "recover", "--state-dir", "/var/lib/chaos"]
+        for c in (init, main):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert c["image"] == "ghcr.io/chaos-runner/runner:0.1.0"
+            assert c["resources"]["limits"] and c["resources"]["requests"]
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert mounts["/var/lib/chaos"] == "state" and mounts["/experiments"] == "experiments"
+        assert main["command"][:2] == ["/bin/sh", "-c"]
+        script = main["command"][2]
+        name = exp["name"]
+        assert (
+            f"exec 'chaos' 'run' '/experiments/{name}.yaml' '--state-dir' '/var/lib/chaos'"
+            in script
+        )
+        assert (
+            f"'--journal' \"/var/lib/chaos/reports/{name}-$(date -u +%Y%m%dT%H%M%SZ).json\""
+            in script
+        )
+        assert "'--log-format' 'json'" in script
+        url = v["metrics"]["pushgateway"]["url"]
+        if url:
+            assert f"'--pushgateway' '{url}' '--metric-label' 'experiment={name}'" in script
+            for k, val in v["metrics"]["pushgateway"]["labels"].items():
+                assert f"'--metric-label' '{k}={val}'" in script
+        else:
+            assert "--pushgateway" not in script and "--metric-label" not in script
+        vols = {vol["name"]: vol for vol in pod["volumes"]}
+        if persistence["enabled"]:
+            claim = persistence["existingClaim"] or pvcs[0]["metadata"]["name"]
+            assert vols["state"]["persistentVolumeClaim"] == {"claimName": claim}
+        else:
+            assert vols["state"] == {"name": "state", "emptyDir": {}}
+        cmv = vols["experiments"]["configMap"]
+        if "experiment" in exp:
+            assert cmv["name"] == cms[0]["metadata"]["name"]
+            assert cmv["items"] == [{"key": f"{name}.yaml", "path": f"{name}.yaml"}]
+        else:
+            assert cmv["name"] == exp["existingConfigMap"]["name"]
+            assert cmv["items"] == [
+                {"key": exp["existingConfigMap"]["key"], "path": f"{name}.yaml"}
+            ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"experiments": [{**experiment_entry("x", ["shop"], ["podKill"]), "faults": ["nuke"]}]},
+        {
+            "experiments": [
+                {
+                    **experiment_entry("x", ["shop"], ["podKill"]),
+                    "existingConfigMap": {"name": "a", "key": "b"},
+                }
+            ]
+        },
+        {"experiments": [{"name": "x", "schedule": "* * * * *", "faults": ["podKill"]}]},
+        {"experiments": [experiment_entry("Bad_Name", ["shop"], ["podKill"])]},
+        {"image": {"repository": "x", "pullPolicy": "Sometimes"}},
+        {"suspend": "yes"},
+    ],
+    ids=[
+        "unknown-fault",
+        "inline-and-existing",
+        "no-namespaces",
+        "bad-name",
+        "pull-policy",
+        "suspend-str",
+    ],
+)
+def test_schema_rejects_bad_values(helm_bin: str, tmp_path: Path, bad: dict[str, Any]) -> None:
+    vf = write_values(tmp_path, bad)
+    proc = run_cmd([helm_bin, "template", "gd", str(CHART), "-f", str(vf)], check=False)
+    assert proc.returncode != 0
+    assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+
+
+def test_defaults_render_only_the_service_account(helm_bin: str) -> None:
+    run_cmd([helm_bin, "lint", "--strict", str(CHART)])
+    out = run_cmd([helm_bin, "template", "gd", str(CHART)]).stdout
+    kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
+    assert kinds == ["ServiceAccount"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Against the test cluster
+# ------------------------------------------------------------------------------------------------
+
+
+def _wait(what: str, probe: Callable[[], Any], timeout: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+        except Exception as exc:  # reported on timeout
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})"
+            )
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def namespaces(kube_cluster: Any) -> Iterator[dict[str, str]]:
+    """Release namespace, two target namespaces and a bystander; deleted afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    names = {k: f"h-{k}-{tag}" for k in ("chaos", "shop", "cart", "other")}
+    for ns in names.values():
+        kube_cluster.kubectl("create", "namespace", ns)
+    try:
+        yield names
+    finally:
+        for ns in names.values():
+            kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _token_kubeconfig(cluster: Any, ns: str, sa: str, out: Path) -> Path:
+    from kubernetes import client
+    from kubernetes import config as k8s_config
+
+    with cluster.api_client() as api:
+        token = (
+            client.CoreV1Api(api)
+            .create_namespaced_service_account_token(sa, ns, {"spec": {"expirationSeconds": 600}})
+            .status.token
+        )
+    admin = client.Configuration()
+    k8s_config.load_kube_config(config_file=cluster.kubeconfig, client_configuration=admin)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {"server": admin.host, "certificate-authority": admin.ssl_ca_cert},
+            }
+        ],
+        "users": [{"name": sa, "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa, "namespace": ns}}],
+        "current-context": "c",
+    }
+    out.write_text(json.dumps(config))
+    return out
+
+
+def test_install_run_permissions_uninstall(
+    helm_bin: str, kube_cluster: Any, namespaces: dict[str, str], tmp_path: Path
+) -> None:
+    rel_ns, shop, cart, other = (namespaces[k] for k in ("chaos", "shop", "cart", "other"))
+    release = "gd"
+    values = {
+        "experiments": [
+            experiment_entry("kill", [shop, cart], ["podKill"]),
+            experiment_entry("lat", [cart], ["networkLatency", "podKillEviction"]),
+        ],
+        "ownerSelectors": True,
+        "nodeSelector": dict(kube_cluster.node_selector),
+        "tolerations": list(kube_cluster.tolerations),
+        "activeDeadlineSeconds": 600,
+    }
+    vf = write_values(tmp_path, values)
+    env = {
+        **os.environ,
+        "KUBECONFIG": kube_cluster.kubeconfig,
+        "HELM_CACHE_HOME": str(tmp_path / "hc"),
+        "HELM_CONFIG_HOME": str(tmp_path / "hcfg"),
+        "HELM_DATA_HOME": str(tmp_path / "hd"),
+    }
+    kubectl = str(Path(kube_cluster.bin_dir) / "kubectl")
+    assert shutil.which(kubectl)
+
+    # Server-side dry run of the rendered manifests: the API server accepts every object.
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(
+        run_cmd([helm_bin, "template", release, str(CHART), "-n", rel_ns, "-f", str(vf)]).stdout
+    )
+    dry = kube_cluster.kubectl("apply", "--dry-run=server", "-f", str(manifest), "-o", "name")
+    assert "cronjob.batch/gd-chaos-runner-kill" in dry.stdout, dry.stdout
+    assert "role.rbac.authorization.k8s.io/gd-chaos-runner" in dry.stdout
+
+    installed = False
+    try:
+        run_cmd(
+            [
+                helm_bin,
+                "install",
+                release,
+                str(CHART),
+                "-n",
+                rel_ns,
+                "-f",
+                str(vf),
+                "--wait",
+                "--timeout",
+                "60s",
+            ],
+            env=env,
+        )
+        installed = True
+        status = json.loads(
+            run_cmd([helm_bin, "status", release, "-n", rel_ns, "-o", "json"], env=env).stdout
+        )
+        assert status["info"]["status"] == "deployed"
+
+        # A game day now: a Job from the CronJob gets a pod on a fake kwok node.
+        kube_cluster.kubectl(
+            "-n", rel_ns, "create", "job", "--from=cronjob/gd-chaos-runner-kill", "gd-now"
+        )
+
+        def running_pod() -> dict[str, Any] | None:
+            pods = json.loads(
+                kube_cluster.kubectl(
+                    "-n", rel_ns, "get", "pods", "-l", "job-name=gd-now", "-o", "json"
+                ).stdout
+            )["items"]
+            for p in pods:
+                # kwok fakes the containers: Running, then Succeeded (restartPolicy Never).
+                if p["status"].get("phase") in ("Running", "Succeeded") and p["spec"].get(
+                    "nodeName"
+                ):
+                    return p
+            return None
+
+        try:
+            pod = _wait("the game-day pod to be scheduled and run on a kwok node", running_pod)
+        except AssertionError as exc:
+            state = kube_cluster.kubectl(
+                "-n", rel_ns, "get", "jobs,pods,events", "-o", "wide", check=False
+            )
+            raise AssertionError(f"{exc}\n{state.stdout}{state.stderr}") from None
+        node = json.loads(
+            kube_cluster.kubectl("get", "node", pod["spec"]["nodeName"], "-o", "json").stdout
+        )
+        for k, val in kube_cluster.node_selector.items():
+            assert node["metadata"]["labels"].get(k) == val
+        assert pod["spec"]["serviceAccountName"] == "gd-chaos-runner"
+        assert pod["spec"]["securityContext"]["runAsUser"] == 65532
+
+        # The ServiceAccount may do exactly what the experiments need, and no more.
+        kubeconfig = _token_kubeconfig(kube_cluster, rel_ns, "gd-chaos-runner", tmp_path / "sa.kc")
+        needed = triples_to_checks(
+            expected_rules({"podKill"}, owners=True), shop
+        ) + triples_to_checks(
+            expected_rules({"podKill", "networkLatency", "podKillEviction"}, owners=True), cart
+        )
+        refused = [
+            AccessCheck("delete", "deployments", shop, "apps"),
+            AccessCheck("patch", "deployments", cart, "apps", "scale"),
+            AccessCheck("create", "pods", shop, subresource="eviction"),  # only in cart
+            AccessCheck("patch", "pods", shop, subresource="ephemeralcontainers"),
+            AccessCheck("get", "pods", shop),  # podKill only there
+            AccessCheck("list", "pods", other),
+            AccessCheck("delete", "pods", other),
+            AccessCheck("list", "pods", rel_ns),
+            AccessCheck("get", "secrets", cart),
+            AccessCheck("list", "namespaces", None),
+            AccessCheck("create", "pods", cart),
+        ]
+
+        async def review() -> tuple[list[AccessCheck], list[AccessCheck]]:
+            async with await KubeClient.connect(str(kubeconfig)) as kc:
+                deadline = time.monotonic() + 30
+                while True:  # RoleBindings reach the authorizer's cache asynchronously
+                    denied = await kc.access_review(needed)
+                    if not denied or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.5)
+                await kc.access_review(refused)
+                return denied, refused
+
+        denied, refused_checks = asyncio.run(asyncio.wait_for(review(), 60))
+        assert [c.describe() for c in denied] == []
+        assert all(c.allowed is True for c in needed)
+        allowed_extra = [c.describe() for c in refused_checks if c.allowed is not False]
+        assert allowed_extra == []
+
+        # A real request outside the grant is refused with 403.
+        async def forbidden_list() -> None:
+            async with await KubeClient.connect(str(kubeconfig)) as kc:
+                await kc.list_pods(other)
+
+        with pytest.raises(Forbidden):
+            asyncio.run(asyncio.wait_for(forbidden_list(), 30))
+
+        # The runner itself, with the chart's token and the experiment exactly as the chart
+        # configured it (from its ConfigMap), runs to the end: preflight, lease, eviction,
+        # events, probes.
+        kube_cluster.kubectl("-n", cart, "apply", "-f",
+                             str(REPO_ROOT / "experiments" / "kubernetes" / "demo-app.yaml"))
+        kube_cluster.kubectl("-n", cart, "rollout", "status", "deployment/checkout",
+                             "--timeout=90s", timeout=120)
+        maps = json.loads(kube_cluster.kubectl(
+            "get", "configmaps", "-n", rel_ns, "-l", f"app.kubernetes.io/instance={release}",
+            "-o", "json").stdout)["items"]
+        text = next(v for m in maps for k, v in (m.get("data") or {}).items()
+                    if k.startswith("lat"))
+        exp = tmp_path / "lat.yaml"
+        exp.write_text(text.replace("recovery: 20s", "recovery: 4s"))
+        result = subprocess.run(
+            [sys.executable, "-m", "chaos", "run", str(exp), "--kubeconfig", str(kubeconfig),
+             "--state-dir", str(tmp_path / "state"), "--journal", str(tmp_path / "run.json")],
+            capture_output=True, text=True, timeout=180, env={**os.environ,
+                                                             "CHAOS_NAMESPACE": cart})
+        assert result.returncode == 0, result.stdout + result.stderr
+        journal = json.loads((tmp_path / "run.json").read_text())
+        assert journal["status"] == "passed"
+        assert journal["faults"][0]["injected_at"], "a pod was really evicted"
+    finally:
+        if installed:
+            run_cmd(
+                [helm_bin, "uninstall", release, "-n", rel_ns, "--wait", "--timeout", "60s"],
+                env=env,
+            )
+
+    # Nothing left behind: no object with the release label, anywhere, and the Job is collected.
+    selector = f"app.kubernetes.io/instance={release}"
+
+    def leftovers() -> list[str]:
+        out = kube_cluster.kubectl(
+            "get",
+            "cronjobs,jobs,roles,rolebindings,serviceaccounts,configmaps,persistentvolumeclaims",
+            "-A",
+            "-l",
+            selector,
+            "-o",
+            "name",
+        ).stdout.split()
+        jobs = kube_cluster.kubectl("-n", rel_ns, "get", "jobs", "-o", "name").stdout.split()
+        return out + jobs
+
+    _wait("helm uninstall to leave nothing behind", lambda: leftovers() == [] or None)
+    crb = kube_cluster.kubectl(
+        "get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name"
+    )
+    assert crb.stdout.split() == []
