@@ -17,32 +17,7 @@ die() {
     exit 1
 }
 
-if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
-    die "this is not a Debian-like system (dpkg-query/apt-get missing); install ${PACKAGES[*]} by hand"
-fi
-
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
-    if [[ "$status" != "installed" ]]; then
-        missing+=("$pkg")
-    fi
-done
-
-if ((${#missing[@]} == 0)); then
-    echo "tests/guest/setup.sh: all packages present (${PACKAGES[*]})"
-else
-    SUDO=()
-    if [[ $(id -u) -ne 0 ]]; then
-        command -v sudo >/dev/null 2>&1 || die "need root to install: ${missing[*]}"
-        SUDO=(sudo)
-    fi
-    echo "tests/guest/setup.sh: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -qq || die "apt-get update failed"
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-        || die "apt-get install ${missing[*]} failed"
-fi
+bash "$(dirname "$0")/../apt-ensure.sh" tests/guest/setup.sh "${PACKAGES[@]}"
 
 # Post-conditions the harness relies on.
 [[ -x /usr/bin/linux.uml ]] || die "/usr/bin/linux.uml missing after install"
