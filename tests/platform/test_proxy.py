@@ -307,9 +307,15 @@ def test_jitter_stays_within_bounds_and_varies(http_upstream: tuple[str, int]) -
 
     base, samples = asyncio.run(main())
     added = [s - base for s in samples]
+    # The proxy never releases a response early, so the lower bound is exact.
     assert min(added) >= 0.02 - 0.002
-    assert max(added) <= 0.08 + 0.01
-    assert statistics.pstdev(added) > 0.005
+    # Scheduling noise on a shared machine only ever adds time, so a lone sample may land above
+    # delay + jitter (one did, at +127 ms, on a loaded CI machine); the draw itself is bounded,
+    # which shows as nearly every sample inside the window and the median near the delay.
+    inside = [a for a in added if a <= 0.08 + 0.01]
+    assert len(inside) >= len(added) - 3, sorted(added)
+    assert 0.03 <= statistics.median(added) <= 0.07, sorted(added)
+    assert statistics.pstdev(inside) > 0.005
 
 
 def test_clear_releases_a_response_that_is_being_delayed(http_upstream: tuple[str, int]) -> None:
