@@ -129,7 +129,6 @@ def expected_rules(
     """(apiGroup, resource, verb) triples."""
     rules = {
         ("", "pods", "list"),
-        ("", "pods", "patch"),
         ("coordination.k8s.io", "leases", "get"),
         ("coordination.k8s.io", "leases", "create"),
         ("coordination.k8s.io", "leases", "update"),
@@ -141,7 +140,8 @@ def expected_rules(
     if "podKillEviction" in faults:
         rules.add(("", "pods/eviction", "create"))
     if faults & {"networkLatency", "cpuStress"}:
-        rules |= {("", "pods", "get"), ("", "pods/ephemeralcontainers", "patch")}
+        rules |= {("", "pods", "get"), ("", "pods", "patch"),
+                  ("", "pods/ephemeralcontainers", "patch")}
     if workloads:
         rules |= {("apps", "deployments", "get"), ("apps", "statefulsets", "get")}
     if owners:

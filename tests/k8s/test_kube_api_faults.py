@@ -18,6 +18,7 @@ import json
 import random
 import socket
 import ssl
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -130,6 +131,7 @@ class FaultyProxy:
     seed: int = 1
     requests: int = 0
     faults: Counter[str] = field(default_factory=Counter)
+    agents: Counter[str] = field(default_factory=Counter)  # User-Agent of every request
     port: int = 0
     _rng: random.Random = field(init=False)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -246,6 +248,7 @@ class FaultyProxy:
         headers = [tuple(s.strip() for s in line.split(":", 1)) for line in lines if ":" in line]
         length = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
         body = await reader.readexactly(length) if length else b""
+        self.agents[next((v for k, v in headers if k.lower() == "user-agent"), "")] += 1
 
         fault = self._decide()
         if fault == DROP:
@@ -517,3 +520,49 @@ def test_connection_refused_is_unavailable(tmp_path: Path) -> None:
         assert "gave up after 3 attempts" in str(exc.value)
 
     run(main())
+
+
+def test_a_concurrent_pod_kill_survives_faults_and_names_its_run(
+    kube_cluster: Any, k8s_namespace: str, proxy: FaultyProxy
+) -> None:
+    """The kill sends its deletes several at a time; lost responses, 500s and dropped
+    connections on any of them are retried (uid precondition: no replacement is hit), every pod
+    goes, and every request says which run made it (what an audit log would attribute)."""
+    from chaos.faults.kubernetes import KubePlatform
+    from chaos.model import load_experiment_text
+
+    ns = k8s_namespace
+    names = [f"p{i:02d}" for i in range(24)]
+    create_pods(kube_cluster, ns, names)
+    exp = load_experiment_text(textwrap.dedent(f"""\
+        apiVersion: chaos/v1
+        kind: Experiment
+        metadata: {{name: concurrent-kill}}
+        spec:
+          target: {{platform: kubernetes, namespace: {ns}}}
+          probes:
+            - {{name: pods, interval: 1s, kubernetes: {{pods: {{selector: {{app: flaky}}, ready: ">= 0"}}}}}}
+          slos: []
+          faults:
+            - name: kill-all
+              podKill: {{selector: {{labels: {{app: flaky}}, mode: all}}, gracePeriod: 0s}}
+              at: 0s
+        """))
+
+    async def main() -> None:
+        platform = KubePlatform(exp, "r-concurrent", connect=lambda: KubeClient.connect(
+            str(proxy.kubeconfig()), retry=PATIENT))
+        try:
+            fault = await platform.plan_fault(exp.spec.faults[0])
+            proxy.fraction, proxy.kinds = 0.3, (ERROR_500, DROP, DROP_AFTER)
+            await fault.inject()
+            proxy.fraction = 0.0
+        finally:
+            await platform.close()
+
+    run(main())
+    assert sum(proxy.faults.values()) >= 5, proxy.faults
+    remaining = admin_json(kube_cluster, f"/api/v1/namespaces/{ns}/pods")["items"]
+    assert [p["metadata"]["name"] for p in remaining
+            if not p["metadata"].get("deletionTimestamp")] == []
+    assert set(proxy.agents) == {"chaos-runner/0.1.0 (run r-concurrent)"}, proxy.agents

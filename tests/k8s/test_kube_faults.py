@@ -262,12 +262,13 @@ def test_least_privilege_is_refused_at_preflight_and_the_documented_rules_suffic
     message = "\n".join(journal["errors"])
     assert "delete pods in namespace" in message
     assert "create leases (API group coordination.k8s.io)" in message
-    assert 'resources: ["pods"]\n  verbs: ["patch", "delete"]' in message  # a rule to paste
+    assert 'resources: ["pods"]\n  verbs: ["delete"]' in message  # a rule to paste
+    assert "patch" not in message, "a pod kill annotates nothing, so it needs no patch"
     assert uids(kube_cluster, k8s_namespace) == before, "nothing was touched"
 
     exact = service_account_kubeconfig(
         kube_cluster, k8s_namespace, "chaos-exact",
-        [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete", "patch"]},
+        [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
          {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
          {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
           "verbs": ["get", "create", "update", "delete"]},
@@ -313,6 +314,29 @@ def test_protected_namespace_is_refused_without_opt_in(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "protected namespace 'kube-system'" in result.stderr
     assert "allowProtectedNamespaces" in result.stderr
+
+
+def test_a_kill_names_its_pods_in_one_event_per_workload(kube_cluster: Any, k8s_namespace: str,
+                                                        tmp_path: Path) -> None:
+    deploy(kube_cluster, k8s_namespace, 12)
+    before = uids(kube_cluster, k8s_namespace)
+    text = experiment(k8s_namespace, """\
+        - name: kill-all
+          podKill: {selector: {labels: {app: web}, mode: all}, gracePeriod: 0s}
+          at: 200ms
+        """, recovery="2s")
+    result, journal = chaos(kube_cluster, tmp_path, text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(pod_uid(kube_cluster, k8s_namespace, name) is None for name in before)
+    events = json.loads(kube_cluster.kubectl(
+        "get", "events.events.k8s.io", "-n", k8s_namespace, "-o", "json").stdout)["items"]
+    injected = [e for e in events if e.get("reportingController") == "chaos-runner"
+                and e["reason"] == "ChaosFaultInjected"]
+    assert len(injected) == 1, [e["note"] for e in injected]
+    note = injected[0]["note"]
+    assert injected[0]["regarding"]["kind"] == "Deployment"
+    assert journal["run_id"] in note and "deleted 12 pod(s)" in note
+    assert all(name in note for name in before)
 
 
 def test_runs_annotate_and_emit_events(kube_cluster: Any, k8s_namespace: str,

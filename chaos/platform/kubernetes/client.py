@@ -274,6 +274,10 @@ class KubeClient:
         api.user_agent = f"{REPORTING_CONTROLLER}/0.1"
         return cls(api, source=label, retry=retry)
 
+    def set_user_agent(self, agent: str) -> None:
+        """The User-Agent of every later request (the audit log shows it)."""
+        self._api.user_agent = agent
+
     async def close(self) -> None:
         await asyncio.to_thread(self._api.close)
 

@@ -72,7 +72,8 @@ docs/kubernetes.md "Permissions" asks for, to inject and to revert; nothing else
 {{- $container := or (has "networkLatency" $f) (has "cpuStress" $f) }}
 {{- $podVerbs := list }}
 {{- if $container }}{{- $podVerbs = append $podVerbs "get" }}{{- end }}
-{{- $podVerbs = concat $podVerbs (list "list" "patch") }}
+{{- $podVerbs = append $podVerbs "list" }}
+{{- if $container }}{{- $podVerbs = append $podVerbs "patch" }}{{- end }}
 {{- if has "podKill" $f }}{{- $podVerbs = append $podVerbs "delete" }}{{- end }}
 - apiGroups: [""]
   resources: ["pods"]
