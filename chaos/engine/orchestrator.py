@@ -632,9 +632,21 @@ class Orchestrator:
                 f"{self.record.message}; REVERT FAILED for: {left}; the fault may still be "
                 "active: run `chaos recover` or remove it by hand (see runbooks/)"
             ).lstrip("; ")
+        self.record.probe_lag = {name: _lag_summary(lags) for name, lags in self.lags.items()
+                                 if lags}
         self.record.ended_at = self.wall()
         self.record.duration = round(self.now(), 3)
         self._persist()
+
+
+def _lag_summary(lags: list[float]) -> dict[str, float]:
+    ordered = sorted(max(0.0, lag) for lag in lags)
+
+    def rank(p: float) -> float:  # nearest rank
+        return ordered[max(1, math.ceil(p * len(ordered))) - 1]
+
+    return {"n": len(ordered), "p50": round(rank(0.5), 6), "p99": round(rank(0.99), 6),
+            "max": round(ordered[-1], 6)}
 
 
 def _describe_exc(exc: BaseException) -> str:

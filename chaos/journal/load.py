@@ -233,7 +233,18 @@ def record_from_dict(data: object, source: str = "journal") -> RunRecord:
         rollbacks=[_rollback(x) for x in r.children("rollbacks", [])],
         errors=r.get_str_list("errors", []),
         duration=r.get_opt_float("duration", None),
+        probe_lag=_probe_lag(r),
     )
+
+
+def _probe_lag(r: _Reader) -> dict[str, dict[str, float]]:
+    data = r.data.get("probe_lag", {})  # absent in journals written before it existed
+    if not isinstance(data, dict) or not all(
+        isinstance(v, dict) and all(isinstance(x, int | float) for x in v.values())
+        for v in data.values()
+    ):
+        raise r.error("'probe_lag' must map probe names to {n, p50, p99, max} numbers")
+    return {str(k): {str(a): float(b) for a, b in v.items()} for k, v in data.items()}
 
 
 def _reject_constant(name: str) -> float:

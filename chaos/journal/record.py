@@ -121,6 +121,9 @@ class RunRecord:
     rollbacks: list[RollbackRecord] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     duration: float | None = None
+    #: Per probe, how late its samples started against their schedule, in seconds:
+    #: ``{"n": samples, "p50": ..., "p99": ..., "max": ...}``. A late guard is a slow guard.
+    probe_lag: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

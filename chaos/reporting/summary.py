@@ -16,6 +16,10 @@ _VERDICT = {
 }
 
 
+#: Scheduling lag (p99) above which the summary warns that the guard ran late.
+LATE_GUARD_S = 0.05
+
+
 def _time(iso_ts: str | None) -> str:
     return iso_ts[11:23] if iso_ts else "-"
 
@@ -69,6 +73,16 @@ def render_summary(record: RunRecord, experiment: Experiment, exit_code: int,
             last_bad = next((x.detail for x in reversed(samples) if not x.ok), None)
             extra = f"  last failure: {last_bad}" if last_bad else ""
             lines.append(f"  {name:<20} {ok}/{len(samples)} ok{extra}")
+        intervals = {p.name: p.interval for p in experiment.spec.probes}
+        for name, lag in record.probe_lag.items():
+            # A guard that samples late sees a breach late: say so when it matters.
+            interval = intervals.get(name)
+            if interval and lag.get("p99", 0.0) > max(LATE_GUARD_S, interval / 4):
+                lines.append(
+                    f"  warning: probe {name} started late (scheduling lag p99 "
+                    f"{lag['p99'] * 1000:.0f} ms, max {lag['max'] * 1000:.0f} ms, interval "
+                    f"{interval * 1000:.0f} ms): the machine is starved; the guard reacted "
+                    "that much later")
     if record.rollbacks:
         lines.append("rollbacks:")
         for r in record.rollbacks:

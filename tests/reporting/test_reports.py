@@ -371,3 +371,40 @@ def test_ci_examples_are_valid_yaml_and_gate_on_1_3_4() -> None:
     job = gitlab["resilience"]
     assert job["artifacts"]["reports"]["junit"] == "reports/junit.xml"
     assert "chaos run" in job["script"][1]
+
+
+def test_records_carry_probe_scheduling_lag(passed_record: RunRecord) -> None:
+    lag = passed_record.probe_lag
+    assert set(lag) == set(passed_record.probes)
+    for name, summary in lag.items():
+        assert summary["n"] == pytest.approx(len(passed_record.probes[name]), abs=1)
+        # virtual time: every sample starts exactly on its tick
+        assert summary["p99"] == summary["max"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_journals_without_probe_lag_still_load_and_bad_lag_is_named(
+        tmp_path: Path, passed_record: RunRecord) -> None:
+    data = passed_record.to_dict()
+    del data["probe_lag"]  # written before the field existed
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert load_record(path).probe_lag == {}
+    data["probe_lag"] = {"web": {"p99": "slow"}}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(InvalidInput, match="'probe_lag' must map probe names"):
+        load_record(path)
+
+
+def test_summary_warns_when_the_guard_sampled_late(passed_record: RunRecord) -> None:
+    from chaos.model import load_experiment_text
+    from chaos.reporting.summary import render_summary
+    from conftest import EXPERIMENT
+
+    exp = load_experiment_text(EXPERIMENT)
+    assert "started late" not in render_summary(passed_record, exp, 0)
+    late = dataclasses.replace(passed_record, probe_lag={
+        **passed_record.probe_lag, "web": {"n": 90, "p50": 0.001, "p99": 0.180, "max": 0.4}})
+    text = render_summary(late, exp, 0)
+    assert ("warning: probe web started late (scheduling lag p99 180 ms, max 400 ms, "
+            "interval 250 ms)") in text
+    assert "probe api started late" not in text
