@@ -1,0 +1,3 @@
+module chaosbench/loadgen
+
+go 1.26
