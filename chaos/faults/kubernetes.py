@@ -57,7 +57,7 @@ LEASE_SECONDS = 30
 LEASE_RENEW_EVERY = 10.0
 #: Pod deletions (or evictions) in flight at once: a 500-pod kill takes a fraction of a second
 #: instead of 500 round trips in a row, without flooding the API server.
-KILL_CONCURRENCY = 8
+KILL_CONCURRENCY = 16
 #: Pod names listed in one Event before "and N more".
 EVENT_NAMES = 20
 

@@ -17,6 +17,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -82,7 +83,8 @@ def _log_retry(action: str, target: str) -> Callable[[RetryCallState], None]:
 
 
 async def call_with_retries(
-    policy: RetryPolicy, action: str, target: str, fn: Callable[[int], T]
+    policy: RetryPolicy, action: str, target: str, fn: Callable[[int], T],
+    executor: Executor | None = None,
 ) -> T:
     """Run ``fn(attempt_number)`` in a thread until it succeeds, retrying transient failures.
 
@@ -96,7 +98,7 @@ async def call_with_retries(
 
     async def once(attempt_number: int) -> T:
         try:
-            return await asyncio.to_thread(fn, attempt_number)
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, attempt_number)
         except Exception as exc:
             mapped = map_error(exc, action, target)
             if mapped is exc:
