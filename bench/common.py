@@ -120,7 +120,8 @@ def free_port() -> int:
 
 def _cmd(*argv: str) -> str:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                              check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 

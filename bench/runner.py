@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, ROOT, Ctx, Figure, machine_info  # noqa: E402
+from common import RESULTS, ROOT, Ctx, Figure, machine_info
 
 #: Run order: cheap and quiet first; the pod-kill benchmark starts a whole control plane.
 ORDER = ["startup", "abort", "footprint", "lag", "proxy", "podkill"]
