@@ -173,12 +173,13 @@ class Orchestrator:
                 await asyncio.wait_for(self._stop.wait(), seconds)
         return self._stop.is_set()
 
-    def _move(self, phase: Phase) -> None:
+    def _move(self, phase: Phase, *, persist: bool = True) -> None:
         self.state.move(phase)
         self.record.phase = phase.value
         self.record.phases.append({"phase": phase.value, "at": self.wall(), "t": self.now()})
         self.obs.event("phase", phase=phase.value, t=round(self.now(), 3))
-        self._persist()
+        if persist:
+            self._persist()
 
     def _persist(self) -> None:
         if self.options.persist is not None:
@@ -332,7 +333,10 @@ class Orchestrator:
             self._move(Phase.REPORTING)
             return
         if self.state.phase is not Phase.REVERTING:
-            self._move(Phase.REVERTING)
+            # Revert first, write the run record after (each revert persists it): rewriting a
+            # long run's record and fsyncing it must not delay the revert. The write-ahead
+            # fault journal is what a crash here is recovered from, not this record.
+            self._move(Phase.REVERTING, persist=False)
         await self._revert_all()
         self.record.status = status
         if status is Status.ABORTED:

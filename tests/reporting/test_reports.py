@@ -396,9 +396,10 @@ def test_journals_without_probe_lag_still_load_and_bad_lag_is_named(
 
 
 def test_summary_warns_when_the_guard_sampled_late(passed_record: RunRecord) -> None:
+    from conftest import EXPERIMENT
+
     from chaos.model import load_experiment_text
     from chaos.reporting.summary import render_summary
-    from conftest import EXPERIMENT
 
     exp = load_experiment_text(EXPERIMENT)
     assert "started late" not in render_summary(passed_record, exp, 0)
