@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
-from chaos.model.experiment import Experiment
+if TYPE_CHECKING:  # only for annotations: the models are loaded by whoever builds an observer
+    from chaos.model.experiment import Experiment
 
 _QUIET_EVENTS = {"sample"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -10,18 +9,15 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from chaos.cli.output import CliObserver, LiveLine, configure_logging
-from chaos.engine.orchestrator import Orchestrator, RunOptions, exit_code
 from chaos.errors import InvalidInput
-from chaos.journal.record import RunRecord
-from chaos.journal.wal import Journal, StateDir, TargetLocks, check_no_outstanding
-from chaos.model.experiment import Experiment
-from chaos.model.loader import load_experiment
-from chaos.reporting import render_plan, render_summary
+
+# The engine, structlog, the models and the reports are imported in the function that needs them,
+# so `chaos report`, `chaos recover` and a dry run load only their part (CLI start-up).
+if TYPE_CHECKING:
+    from chaos.journal.record import RunRecord
+    from chaos.model.experiment import Experiment
 
 
 @dataclass
@@ -85,6 +81,8 @@ def _platform(experiment: Experiment, run_id: str = "-", kube: KubeArgs | None =
 
 
 async def plan(experiment: Experiment, kube: KubeArgs | None = None) -> str:
+    from chaos.reporting.summary import render_plan
+
     platform = _platform(experiment, kube=kube)
     try:
         faults = []
@@ -99,6 +97,10 @@ async def plan(experiment: Experiment, kube: KubeArgs | None = None) -> str:
 
 def execute(args: RunArgs) -> int:
     """Run (or plan) one experiment from the CLI; returns the documented exit code."""
+    import asyncio
+
+    from chaos.model.loader import load_experiment
+
     experiment = load_experiment(args.experiment, probes_dirs=args.probes_dirs)
     from chaos.probes.prometheus import check_prometheus_env
 
@@ -106,6 +108,13 @@ def execute(args: RunArgs) -> int:
     if args.dry_run:
         print(asyncio.run(plan(experiment, args.kube)))
         return 0
+
+    import structlog
+
+    from chaos.cli.output import CliObserver, LiveLine, configure_logging
+    from chaos.engine.orchestrator import Orchestrator, RunOptions, exit_code
+    from chaos.journal.wal import Journal, StateDir, TargetLocks, check_no_outstanding
+    from chaos.reporting.summary import render_summary
 
     console = configure_logging(args.log_format, args.verbose)
     run_id = args.run_id or new_run_id()
@@ -187,6 +196,8 @@ def write_reports(record: RunRecord, args: RunArgs) -> None:
 
 def push_metrics(record: RunRecord, url: str, labels: dict[str, str]) -> None:
     """Push the run metrics; the run's exit code stays the run's, a push failure is said."""
+    import asyncio
+
     from chaos.errors import ChaosError
     from chaos.platform.pushgateway import push_run_metrics
     from chaos.reporting.metrics import render_run_metrics
@@ -219,8 +230,10 @@ def report(journal: Path, fmt: str, output: Path | None) -> int:
 
 def recover(state_dir: Path | None, dry_run: bool, kube: KubeArgs | None = None) -> int:
     """Revert what crashed runs left behind; 0 only when nothing is left."""
+    import asyncio
+
     from chaos.faults.recovery import KubeAccess, manual_steps, revert_outstanding
-    from chaos.journal.wal import append_to, outstanding_runs
+    from chaos.journal.wal import StateDir, append_to, outstanding_runs
 
     state = StateDir(state_dir)
     runs = outstanding_runs(state)
