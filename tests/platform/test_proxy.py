@@ -7,6 +7,7 @@ import contextlib
 import http.server
 import socket
 import statistics
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -514,3 +515,173 @@ def test_invalid_toxic_values_are_rejected() -> None:
         proxy.set_toxic(bandwidth=0)
     with pytest.raises(PlatformError, match="not been started"):
         _ = proxy.address
+
+
+# ---------------------------------------------------------------------------------------------
+# backpressure, half-close, resets passed on, clean stop
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05])
+def test_slow_reader_stalls_the_upstream_instead_of_filling_the_proxy(delay: float) -> None:
+    total = 96 * 1024 * 1024
+    block = bytes(range(256)) * 256  # 64 KiB; byte i of the stream is i % 256
+    ring = bytes(range(256)) * (4 * 1024 + 1)  # any read of up to 1 MiB, at any offset
+    sent = [0]
+
+    async def firehose(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while sent[0] < total:
+                writer.write(block)
+                await writer.drain()
+                sent[0] += len(block)
+            writer.close()
+
+    async def main() -> None:
+        async with tcp_server(firehose) as upstream, running_proxy(upstream) as proxy:
+            if delay:
+                proxy.set_toxic(delay=delay)
+            # The client's StreamReader stops reading its socket at 128 KiB: a stalled reader.
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            await asyncio.sleep(1.0)
+            stalled_at = sent[0]
+            await asyncio.sleep(0.3)
+            # Every buffer on the way is full and the upstream is blocked, not read into memory.
+            assert sent[0] == stalled_at < total
+            (conn,) = proxy._connections
+            held = conn.client.get_write_buffer_size() + sum(f.queued_bytes for f in conn.flows)
+            assert held <= 5 * 1024 * 1024, held
+            got = 0
+            while chunk := await asyncio.wait_for(reader.read(1024 * 1024), 5):
+                offset = got % 256
+                assert chunk == ring[offset : offset + len(chunk)], f"corrupt at byte {got}"
+                got += len(chunk)
+            assert got == total
+            writer.close()
+
+    asyncio.run(main())
+
+
+def test_half_close_from_upstream_is_delayed_after_the_data_not_before() -> None:
+    received: list[bytes] = []
+
+    async def banner_then_listen(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writer.write(b"banner")
+        writer.write_eof()
+        received.append(await reader.read())
+        writer.close()
+
+    async def main() -> None:
+        async with tcp_server(banner_then_listen) as upstream, running_proxy(upstream) as proxy:
+            proxy.set_toxic(delay=0.1)
+            t0 = time.perf_counter()
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            assert await asyncio.wait_for(reader.read(), 2) == b"banner"  # then EOF
+            assert time.perf_counter() - t0 >= 0.095
+            writer.write(b"request after the response ended")  # requests are not delayed
+            writer.write_eof()
+            for _ in range(100):
+                if received:
+                    break
+                await asyncio.sleep(0.01)
+            assert received == [b"request after the response ended"]
+            writer.close()
+            for _ in range(100):  # both directions ended: the proxy closes the connection
+                if not proxy._connections:
+                    break
+                await asyncio.sleep(0.01)
+            assert proxy.stats.connections_active == 0
+
+    asyncio.run(main())
+
+
+def _rst(writer: asyncio.StreamWriter) -> None:
+    writer.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+    )
+    writer.transport.abort()
+
+
+def test_a_reset_from_the_upstream_is_passed_on_to_the_client() -> None:
+    async def reset_on_cue(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hi")
+        await writer.drain()
+        await reader.readexactly(2)
+        _rst(writer)
+
+    async def main() -> None:
+        async with tcp_server(reset_on_cue) as upstream, running_proxy(upstream) as proxy:
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            assert await asyncio.wait_for(reader.readexactly(2), 2) == b"hi"
+            writer.write(b"go")
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(), 2)
+            writer.close()
+
+    asyncio.run(main())
+
+
+def test_a_reset_from_the_client_is_passed_on_to_the_upstream() -> None:
+    seen: list[str] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read()
+            seen.append("eof")
+        except ConnectionResetError:
+            seen.append("reset")
+        writer.close()
+
+    async def main() -> None:
+        async with tcp_server(record) as upstream, running_proxy(upstream) as proxy:
+            _, writer = await asyncio.open_connection(*proxy.address)
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            _rst(writer)
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            assert seen == ["reset"]
+
+    asyncio.run(main())
+
+
+def test_clear_lifts_a_bandwidth_cap_mid_transfer(http_upstream: tuple[str, int]) -> None:
+    async def main() -> float:
+        async with running_proxy(http_upstream) as proxy, httpx.AsyncClient() as client:
+            proxy.set_toxic(bandwidth=100_000)  # 1 MB would take 10 s
+            threading.Timer(0.3, proxy.clear).start()
+            t0 = time.perf_counter()
+            got = await client.get(url(proxy, "/bytes/1000000"))
+            assert len(got.content) == 1000000
+            return time.perf_counter() - t0
+
+    assert asyncio.run(main()) < 1.5
+
+
+def test_stop_drops_held_responses_and_leaves_nothing_behind(
+    http_upstream: tuple[str, int],
+) -> None:
+    async def main() -> None:
+        proxy = FaultProxy("t", ("127.0.0.1", 0), http_upstream)
+        await proxy.start()
+        proxy.set_toxic(delay=5.0)
+        clients = [await asyncio.open_connection(*proxy.address) for _ in range(5)]
+        for _, writer in clients:
+            writer.write(b"GET /bytes/200000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        await asyncio.sleep(0.3)  # the responses are held in the proxy now
+        assert proxy.stats.connections_active == 5
+        await proxy.stop()
+        assert proxy.stats.connections_active == 0
+        assert not proxy._connections
+        # No connect task, timer-driven coroutine or other task survives the proxy.
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        for reader, writer in clients:
+            with contextlib.suppress(ConnectionResetError):
+                assert await asyncio.wait_for(reader.read(), 1) == b""
+            writer.close()
+
+    asyncio.run(main())

@@ -4,6 +4,20 @@ The proxy is transparent until a *toxic* is set. A toxic can add latency (with j
 response direction, cap bandwidth in both directions, or reset connections. Every toxic may carry a
 dead-man's switch (``expires_in``) so that a crashed or stuck runner cannot leave the fault active.
 
+Data path: a proxied connection is two asyncio Protocols, one for the accepted client socket and
+one for the upstream socket opened with ``loop.create_connection``, joined by two one-way flows
+(client -> upstream, upstream -> client). While nothing is held, a chunk read from one transport is
+written straight to the other from the read callback: no coroutine, future or task is involved
+once the upstream is connected. When a flow has to hold data (a delay toxic, a bandwidth cap, or
+data already queued ahead of it), chunks wait in that flow's FIFO queue and one ``loop.call_at``
+timer per flow releases the head when it is due.
+
+Backpressure: when a transport's write buffer rises above its high-water mark (``pause_writing``),
+or more than 4 MiB of held data is queued, the flow stops reading its source until the buffer has
+drained (``resume_writing``). A half-close (EOF) is passed on with ``write_eof`` after the data
+queued ahead of it; the connection closes once both directions have ended. A reset or error on
+one side is passed on to the other side as a reset.
+
 Ordering guarantees: bytes are never reordered. Delayed chunks of the response direction are each
 stamped with a release time that is never earlier than the previous chunk's, so a response spread
 over many chunks is delayed once, not once per chunk. :meth:`FaultProxy.clear` releases whatever is
@@ -25,15 +39,17 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from chaos.errors import PlatformError
 
 __all__ = ["FaultProxy", "ProxyStats", "Toxic"]
 
-_READ_SIZE = 64 * 1024
-# Bytes of delayed response data held in memory per connection before we stop reading upstream.
+# Bytes of held data queued in memory per flow before we stop reading its source.
 _MAX_PENDING_BYTES = 4 * 1024 * 1024
 _CONNECT_TIMEOUT_S = 5.0
+# stop() waits this long for aborted connections to report that they are closed.
+_STOP_TIMEOUT_S = 5.0
 # Chunks due within this much are released now: the event loop cannot sleep for less than a
 # millisecond, so waiting for a chunk read a few microseconds after the previous one would add
 # a whole extra millisecond to every delayed response.
@@ -74,17 +90,21 @@ class ProxyStats:
 
 
 class _Eof:
-    """Marker queued after the last delayed chunk when the upstream half-closes."""
+    """Marker queued after the last held chunk when the source half-closes."""
 
 
 _EOF = _Eof()
 
 
-@dataclass
 class _Pending:
-    release_at: float
-    epoch: int
-    data: bytes | _Eof
+    """A held chunk (or the EOF marker) and when it may be released."""
+
+    __slots__ = ("data", "epoch", "release_at")
+
+    def __init__(self, release_at: float, epoch: int, data: bytes | _Eof) -> None:
+        self.release_at = release_at
+        self.epoch = epoch
+        self.data = data
 
 
 class _Bucket:
@@ -113,195 +133,360 @@ class _Bucket:
         return (n - self.tokens) / rate
 
 
-def _set_nodelay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
+def _abort_with_rst(transport: asyncio.Transport) -> None:
     """Close a connection so that the peer sees a reset, not an orderly end of stream."""
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # already closed: abort() below is then a no-op
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-    writer.transport.abort()
+    transport.abort()
+
+
+class _Flow:
+    """One direction of a connection: bytes read from ``src`` are written to ``dst``, in order.
+
+    A chunk goes straight to ``dst`` while nothing is held. Otherwise it is queued, and
+    :meth:`_pump` writes out the head once it is due and the bandwidth cap allows, arming the one
+    timer of this flow for whatever it still waits for. ``src`` is not read while ``dst``'s write
+    buffer is full or too much is queued.
+    """
+
+    def __init__(
+        self,
+        conn: _Connection,
+        src: asyncio.Transport,
+        dst: asyncio.Transport,
+        *,
+        to_client: bool,
+        src_paused: bool,
+    ) -> None:
+        self.conn = conn
+        self.proxy = conn.proxy
+        self.loop = conn.loop
+        self.src = src
+        self.dst = dst
+        # The response direction: the only one a delay applies to.
+        self.to_client = to_client
+        self.queue: collections.deque[_Pending] = collections.deque()
+        self.queued_bytes = 0
+        self.bucket = _Bucket()
+        self.timer: asyncio.TimerHandle | None = None
+        self.dst_full = False  # dst's write buffer is above its high-water mark
+        self.src_paused = src_paused  # whether we have paused reading src
+        # src sent EOF; its reader is gone and must never be resumed (that would read EOF again).
+        self.src_ended = False
+        self.ended = False  # the EOF has been passed on to dst
+
+    # -- input, from the source's protocol
+
+    def feed(self, data: bytes) -> None:
+        if self.conn.closing:
+            return
+        toxic = self.proxy._current
+        if not self.queue and (
+            toxic is None
+            or (toxic.bandwidth is None and not (self.to_client and (toxic.delay or toxic.jitter)))
+        ):
+            # Fast path: nothing is queued ahead of this chunk, so writing now keeps order.
+            self._write(data)
+            return
+        self._hold(data, toxic)
+
+    def feed_eof(self) -> None:
+        self.src_ended = True
+        if self.conn.closing:
+            return
+        toxic = self.proxy._current
+        if not self.queue and (
+            toxic is None or not (self.to_client and (toxic.delay or toxic.jitter))
+        ):
+            self._end()  # no bytes to hold back, so a bandwidth cap does not apply
+            return
+        self._hold(_EOF, toxic)
+
+    # -- output, to the destination
+
+    def pause(self) -> None:
+        """``dst``'s write buffer went above its high-water mark: stop feeding it."""
+        self.dst_full = True
+        self._update_reading()
+
+    def resume(self) -> None:
+        """``dst``'s write buffer drained below its low-water mark."""
+        self.dst_full = False
+        if self.queue:
+            self._pump()
+        else:
+            self._update_reading()
+
+    def kick(self) -> None:
+        """Re-evaluate the head of the queue now: the toxic or the epoch changed."""
+        if self.queue:
+            self._pump()
+
+    def start_reading(self) -> None:
+        """Start reading ``src``, which was created paused (the upstream was not connected yet)."""
+        self._update_reading()
+
+    def discard(self) -> None:
+        """Drop everything held: the connection is going away."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.queue.clear()
+        self.queued_bytes = 0
+
+    # -- internals
+
+    def _hold(self, data: bytes | _Eof, toxic: Toxic | None) -> None:
+        proxy = self.proxy
+        queue = self.queue
+        release = self.loop.time()
+        if toxic is not None and self.to_client and (toxic.delay or toxic.jitter):
+            release += max(0.0, toxic.delay + random.uniform(-toxic.jitter, toxic.jitter))
+        if queue and queue[-1].epoch == proxy._epoch:
+            # Never release a chunk before the one in front of it.
+            release = max(release, queue[-1].release_at)
+        queue.append(_Pending(release, proxy._epoch, data))
+        if isinstance(data, bytes):
+            self.queued_bytes += len(data)
+        if len(queue) == 1:
+            self._pump()  # a new head: nothing is scheduled for it yet
+        elif self.queued_bytes > _MAX_PENDING_BYTES:
+            self._update_reading()
+
+    def _pump(self) -> None:
+        """Write out the queued chunks that are due, in order; arm the timer for the next one."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        wake_at = self._release_due()
+        if wake_at is not None:
+            self.timer = self.loop.call_at(wake_at, self._on_timer)
+        self._update_reading()
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self._pump()
+
+    def _release_due(self) -> float | None:
+        """Release due chunks; return when to look again, or None to wait for an event."""
+        proxy = self.proxy
+        loop = self.loop
+        queue = self.queue
+        while queue and not self.dst_full:  # a full dst wakes us up with resume()
+            item = queue[0]
+            if item.epoch == proxy._epoch and item.release_at - loop.time() > _RELEASE_SLACK_S:
+                # The loop rounds sleeps up to the next millisecond; aim half a slack early so
+                # releases land on time on average instead of ~0.5 ms late.
+                return item.release_at - _RELEASE_SLACK_S / 2
+            data = item.data
+            if isinstance(data, _Eof):
+                queue.popleft()
+                self._end()
+                return None
+            toxic = proxy._current
+            rate = toxic.bandwidth if toxic is not None else None
+            if rate is None:
+                queue.popleft()
+                self.queued_bytes -= len(data)
+                self._write(data)
+                continue
+            n = min(len(data), self.bucket.piece(rate))
+            now = loop.time()
+            wait = self.bucket.wait_for(n, rate, now)
+            if wait > 0:
+                return now + wait
+            if n == len(data):
+                queue.popleft()
+            else:
+                item.data, data = data[n:], data[:n]
+            self.queued_bytes -= n
+            self._write(data)
+        return None
+
+    def _write(self, data: bytes) -> None:
+        # May call pause() synchronously, through the destination protocol's pause_writing().
+        self.dst.write(data)
+        if self.to_client:
+            self.proxy.stats.bytes_to_client += len(data)
+        else:
+            self.proxy.stats.bytes_to_upstream += len(data)
+
+    def _end(self) -> None:
+        """Pass the half-close on; the connection closes once both directions have ended."""
+        self.ended = True
+        try:
+            if self.dst.can_write_eof():
+                self.dst.write_eof()
+        except OSError:
+            self.conn.reset()  # the peer is already gone
+            return
+        self.conn.flow_ended()
+
+    def _update_reading(self) -> None:
+        if self.src_ended:
+            return
+        paused = self.dst_full or self.queued_bytes > _MAX_PENDING_BYTES
+        if paused != self.src_paused:
+            self.src_paused = paused
+            if paused:
+                self.src.pause_reading()
+            else:
+                self.src.resume_reading()
+
+
+class _Side(asyncio.Protocol):
+    """The protocol of one socket of a connection: feeds one flow, is the sink of the other."""
+
+    # Set by _Connection.upstream_made(); the transport does not read before then.
+    inbound: _Flow  # the flow this socket's bytes go into
+    outbound: _Flow  # the flow that writes to this socket
+
+    def data_received(self, data: bytes) -> None:
+        self.inbound.feed(data)
+
+    def eof_received(self) -> bool:
+        self.inbound.feed_eof()
+        return True  # keep the transport open: the other direction may still be sending
+
+    def pause_writing(self) -> None:
+        self.outbound.pause()
+
+    def resume_writing(self) -> None:
+        self.outbound.resume()
+
+
+class _ClientSide(_Side):
+    def __init__(self, proxy: FaultProxy) -> None:
+        self.proxy = proxy
+        self.conn: _Connection | None = None  # None when the connection was refused
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.conn = self.proxy._accept(cast(asyncio.Transport, transport), self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.conn.lost()
+
+
+class _UpstreamSide(_Side):
+    def __init__(self, conn: _Connection) -> None:
+        self.conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.conn.upstream_made(cast(asyncio.Transport, transport), self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.lost()
 
 
 class _Connection:
     """One client connection and its upstream connection."""
 
-    def __init__(
-        self,
-        proxy: FaultProxy,
-        client_reader: asyncio.StreamReader,
-        client_writer: asyncio.StreamWriter,
-    ) -> None:
+    def __init__(self, proxy: FaultProxy, client: asyncio.Transport, side: _ClientSide) -> None:
         self.proxy = proxy
-        self.client_reader = client_reader
-        self.client_writer = client_writer
-        self.upstream_writer: asyncio.StreamWriter | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.pending: collections.deque[_Pending] = collections.deque()
-        self.pending_bytes = 0
-        # Items queued or being written by the delayed writer; 0 allows the direct fast path.
-        self.backlog = 0
-        self.pending_ready = asyncio.Event()
-        self.space = asyncio.Event()
-        self.space.set()
-        self.up_bucket = _Bucket()
-        self.down_bucket = _Bucket()
-        self.was_reset = False
+        self.loop = asyncio.get_running_loop()
+        self.client = client
+        self.client_side = side
+        self.upstream: asyncio.Transport | None = None
+        self.flows: list[_Flow] = []  # [client -> upstream, upstream -> client] once connected
+        self.closing = False
+        self.open_sides = 1  # transports made and not yet lost; the client is open already
+        self.connecting: asyncio.Task[None] | None = None
+        self.closed: asyncio.Future[None] = self.loop.create_future()
 
-    def reset(self, *, rst: bool = True) -> None:
-        """Drop both sides at once: with a reset (the reset toxic), or plainly (stop())."""
-        self.was_reset = True
-        for writer in (self.client_writer, self.upstream_writer):
-            if writer is None:
-                continue
-            if rst:
-                _abort_with_rst(writer)
-            else:
-                writer.transport.abort()
-        if self.task is not None and self.task is not asyncio.current_task():
-            self.task.cancel()
+    def start(self) -> None:
+        # Leave the client's bytes in its socket until there is somewhere to send them.
+        self.client.pause_reading()
+        self.connecting = self.loop.create_task(self._connect())
+        self.connecting.add_done_callback(self._connect_done)
 
-    async def run(self) -> None:
+    async def _connect(self) -> None:
         proxy = self.proxy
-        _set_nodelay(self.client_writer)
         host, port = proxy.upstream
         try:
-            upstream_reader, upstream_writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), _CONNECT_TIMEOUT_S
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: _UpstreamSide(self), host, port),
+                _CONNECT_TIMEOUT_S,
             )
         except (OSError, TimeoutError):
             # Behave like the real service being down: the client sees its connection end now.
             proxy.stats.upstream_failures += 1
-            _abort_with_rst(self.client_writer)
+            self.closing = True
+            _abort_with_rst(self.client)
             return
-        self.upstream_writer = upstream_writer
-        _set_nodelay(upstream_writer)
+        if self.closing:
+            return  # reset or stopped while connecting; upstream_made() dropped the upstream
         if proxy._current is not None and proxy._current.reset:
             # A reset toxic was set while we were connecting.
             proxy.stats.connections_reset += 1
             self.reset()
             return
+        self.flows[0].start_reading()  # the client -> upstream flow
 
-        tasks = [
-            asyncio.ensure_future(self._pump_up(upstream_writer)),
-            asyncio.ensure_future(self._read_down(upstream_reader)),
-            asyncio.ensure_future(self._write_down()),
-        ]
-        try:
-            await asyncio.gather(*tasks)
-        except (OSError, asyncio.IncompleteReadError):
-            # One side broke; pass the breakage on to the other side as a reset.
+    def _connect_done(self, task: asyncio.Task[None]) -> None:
+        self.connecting = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # A bug rather than a network error: report it, and do not leave the client hanging.
+            self.loop.call_exception_handler(
+                {"message": f"{self.proxy!r}: upstream connect failed", "exception": exc}
+            )
             self.reset()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if not self.was_reset:
-                self.client_writer.close()
-                upstream_writer.close()
+        self._check_finished()
 
-    async def _pump_up(self, upstream_writer: asyncio.StreamWriter) -> None:
-        """Client -> upstream: only the bandwidth limit applies."""
-        reader = self.client_reader
-        proxy = self.proxy
-        while True:
-            data = await reader.read(_READ_SIZE)
-            if not data:
-                if upstream_writer.can_write_eof():
-                    upstream_writer.write_eof()
-                return
-            await self._emit(upstream_writer, self.up_bucket, data)
-            proxy.stats.bytes_to_upstream += len(data)
+    def upstream_made(self, transport: asyncio.Transport, side: _UpstreamSide) -> None:
+        self.upstream = transport
+        self.open_sides += 1
+        if self.closing:
+            transport.abort()
+            return
+        up = _Flow(self, self.client, transport, to_client=False, src_paused=True)
+        down = _Flow(self, transport, self.client, to_client=True, src_paused=False)
+        self.client_side.inbound = side.outbound = up
+        side.inbound = self.client_side.outbound = down
+        self.flows = [up, down]
 
-    async def _read_down(self, upstream_reader: asyncio.StreamReader) -> None:
-        """Upstream -> client, reading side: write directly, or stamp and queue when delayed."""
-        proxy = self.proxy
-        loop = asyncio.get_running_loop()
-        while True:
-            data = await upstream_reader.read(_READ_SIZE)
-            toxic = proxy._current
-            delayed = toxic is not None and (toxic.delay > 0 or toxic.jitter > 0)
-            if data and not delayed and self.backlog == 0:
-                # Fast path: nothing is queued ahead of this chunk, so writing now keeps order.
-                await self._emit(self.client_writer, self.down_bucket, data)
-                proxy.stats.bytes_to_client += len(data)
+    def flow_ended(self) -> None:
+        if not self.closing and all(flow.ended for flow in self.flows):
+            # Both directions are done: close after what is still buffered has been sent.
+            self.closing = True
+            self.client.close()
+            if self.upstream is not None:
+                self.upstream.close()
+
+    def lost(self) -> None:
+        """One transport is closed (connection_lost)."""
+        self.open_sides -= 1
+        if not self.closing:
+            # One side broke without us closing it; pass the breakage on as a reset.
+            self.reset()
+        self._check_finished()
+
+    def reset(self, *, rst: bool = True) -> None:
+        """Drop both sides at once: with a reset (the reset toxic, a broken peer), or plainly
+        (stop())."""
+        self.closing = True
+        for flow in self.flows:
+            flow.discard()
+        for transport in (self.client, self.upstream):
+            if transport is None:
                 continue
-            release = loop.time()
-            if delayed and toxic is not None:
-                release += max(0.0, toxic.delay + random.uniform(-toxic.jitter, toxic.jitter))
-            if self.pending and self.pending[-1].epoch == proxy._epoch:
-                # Never release a chunk before the one in front of it.
-                release = max(release, self.pending[-1].release_at)
-            self._enqueue(_Pending(release, proxy._epoch, data if data else _EOF))
-            if not data:
-                return
-            while self.pending_bytes > _MAX_PENDING_BYTES:
-                self.space.clear()
-                await self.space.wait()
+            if rst:
+                _abort_with_rst(transport)
+            else:
+                transport.abort()
+        task = self.connecting
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
-    def _enqueue(self, item: _Pending) -> None:
-        self.backlog += 1
-        if isinstance(item.data, bytes):
-            self.pending_bytes += len(item.data)
-        self.pending.append(item)
-        self.pending_ready.set()
-
-    async def _write_down(self) -> None:
-        """Upstream -> client, writing side: release queued chunks at their time, in order."""
-        proxy = self.proxy
-        loop = asyncio.get_running_loop()
-        while True:
-            while not self.pending:
-                self.pending_ready.clear()
-                await self.pending_ready.wait()
-            item = self.pending[0]
-            while item.epoch == proxy._epoch:
-                remaining = item.release_at - loop.time()
-                if remaining <= _RELEASE_SLACK_S:
-                    break
-                # The loop rounds sleeps up to the next millisecond; aim half a slack early so
-                # releases land on time on average instead of ~0.5 ms late.
-                await proxy._sleep_or_change(remaining - _RELEASE_SLACK_S / 2)
-            self.pending.popleft()
-            if isinstance(item.data, _Eof):
-                # Half-close: the upstream finished sending; the client may still be sending.
-                if self.client_writer.can_write_eof():
-                    self.client_writer.write_eof()
-                self.backlog -= 1
-                return
-            self.pending_bytes -= len(item.data)
-            if self.pending_bytes <= _MAX_PENDING_BYTES:
-                self.space.set()
-            await self._emit(self.client_writer, self.down_bucket, item.data)
-            proxy.stats.bytes_to_client += len(item.data)
-            self.backlog -= 1
-
-    async def _emit(self, writer: asyncio.StreamWriter, bucket: _Bucket, data: bytes) -> None:
-        """Write ``data`` honouring the bandwidth limit in force at each moment."""
-        proxy = self.proxy
-        loop = asyncio.get_running_loop()
-        offset = 0
-        while offset < len(data):
-            toxic = proxy._current
-            rate = toxic.bandwidth if toxic is not None else None
-            if rate is None:
-                writer.write(data[offset:] if offset else data)
-                break
-            n = min(len(data) - offset, bucket.piece(rate))
-            wait = bucket.wait_for(n, rate, loop.time())
-            if wait > 0:
-                await proxy._sleep_or_change(wait)
-                continue
-            writer.write(data[offset : offset + n])
-            offset += n
-            await writer.drain()
-        await writer.drain()
+    def _check_finished(self) -> None:
+        if self.open_sides == 0 and self.connecting is None and not self.closed.done():
+            for flow in self.flows:
+                flow.discard()
+            self.proxy._connections.discard(self)
+            self.proxy.stats.connections_active -= 1
+            self.closed.set_result(None)
 
 
 class FaultProxy:
@@ -318,7 +503,6 @@ class FaultProxy:
         self._current: Toxic | None = None
         # Bumped by clear(): chunks queued under an older epoch are released at once.
         self._epoch = 0
-        self._changed: asyncio.Future[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._address: tuple[str, int] | None = None
 
@@ -331,11 +515,16 @@ class FaultProxy:
         """Bind the listen address and start accepting connections."""
         if self._server is not None:
             return
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         host, port = self.listen
         try:
-            server = await asyncio.start_server(
-                self._accept, host, port, reuse_address=True, backlog=512
+            server = await loop.create_server(
+                lambda: _ClientSide(self),
+                host,
+                port,
+                reuse_address=True,
+                backlog=512,
+                start_serving=False,  # accept only once self._server is set (see _accept)
             )
         except OSError as exc:
             where = f"{host}:{port}"
@@ -364,9 +553,10 @@ class FaultProxy:
         current = self._current
         if current is not None and current.expires_in is not None and self._expiry is None:
             # set_toxic() before start(): arm the dead-man's switch now that there is a loop.
-            self._expiry = self._loop.call_later(current.expires_in, self._expire, current)
+            self._expiry = loop.call_later(current.expires_in, self._expire, current)
         sockname = server.sockets[0].getsockname()
         self._address = (str(sockname[0]), int(sockname[1]))
+        await server.start_serving()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -389,13 +579,12 @@ class FaultProxy:
         connections = list(self._connections)
         for conn in connections:
             conn.reset(rst=False)
-        tasks = [c.task for c in connections if c.task is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if connections:
+            # abort() reports connection_lost on the next loop iteration; this is quick.
+            await asyncio.wait([conn.closed for conn in connections], timeout=_STOP_TIMEOUT_S)
         if server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
-        self._notify()
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -468,7 +657,11 @@ class FaultProxy:
             for conn in list(self._connections):
                 self.stats.connections_reset += 1
                 conn.reset()
-        self._notify()
+        if self._loop is not None and not self._loop.is_closed():
+            # What held data waits for (its epoch, the bandwidth cap) may have changed.
+            for conn in list(self._connections):
+                for flow in conn.flows:
+                    flow.kick()
 
     def _expire(self, toxic: Toxic) -> None:
         self._expiry = None
@@ -480,35 +673,18 @@ class FaultProxy:
             self._expiry.cancel()
             self._expiry = None
 
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, None
-        if changed is not None and not changed.done():
-            changed.set_result(None)
-
-    async def _sleep_or_change(self, timeout: float) -> None:
-        """Sleep up to ``timeout`` seconds, waking early when the toxic changes."""
-        if self._changed is None:
-            self._changed = asyncio.get_running_loop().create_future()
-        await asyncio.wait([self._changed], timeout=timeout)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self, transport: asyncio.Transport, side: _ClientSide) -> _Connection | None:
+        """A client connected (from its protocol's connection_made); None if it is refused."""
         self.stats.connections_accepted += 1
         if self._server is None:
-            _abort_with_rst(writer)
-            return
+            _abort_with_rst(transport)  # accepted while stop() was closing the listener
+            return None
         if self._current is not None and self._current.reset:
             self.stats.connections_reset += 1
-            _abort_with_rst(writer)
-            return
-        conn = _Connection(self, reader, writer)
-        conn.task = asyncio.current_task()
+            _abort_with_rst(transport)
+            return None
+        conn = _Connection(self, transport, side)
         self._connections.add(conn)
         self.stats.connections_active += 1
-        try:
-            await conn.run()
-        except asyncio.CancelledError:
-            if not conn.was_reset:
-                raise
-        finally:
-            self._connections.discard(conn)
-            self.stats.connections_active -= 1
+        conn.start()
+        return conn
