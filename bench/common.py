@@ -160,5 +160,6 @@ def machine_info(ctx: Ctx | None = None) -> dict[str, Any]:
                                      "f'{p} {m.version(p)}' for p in ('chaostoolkit', "
                                      "'chaostoolkit-lib', 'chaostoolkit-addons', "
                                      "'chaostoolkit-kubernetes')))")
-        info["toxiproxy"] = _cmd(ctx.toxiproxy, "--version")
+        # Built from source without release ldflags, it reports "git": the cache dir names it.
+        info["toxiproxy"] = f"Toxiproxy {Path(ctx.toxiproxy).parents[1].name.split('-', 1)[-1]}"
     return info

@@ -63,7 +63,34 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The figures as a Markdown table, with the machine (for docs/benchmarks.md)."""
+    lines = ["| benchmark | figure | unit | ours p50 | ours p95 | peer | peer p50 | peer p95 "
+             "| ours/peer | target | met |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["figures"]:
+        peer = r["peer"] or {}
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        ratio = "-" if math.isnan(r["ratio"]) else f"{r['ratio']:.2f}x"
+        lines.append(
+            f"| {r['bench']} | {r['name']} | {r['unit']} | {fmt(r['ours']['median'], r['unit'])} "
+            f"| {fmt(r['ours']['p95'], r['unit'])} | {peer.get('name', '-')} "
+            f"| {fmt(peer.get('median', math.nan), r['unit'])} "
+            f"| {fmt(peer.get('p95', math.nan), r['unit'])} | {ratio} | {r['target'] or '-'} "
+            f"| {met} |")
+    m = result["machine"]
+    lines += ["", f"Measured {result['started'][:10]} ({result['started']} to "
+              f"{result.get('finished', '?')}) on {m['cpu']}, {m['cores']} cores, "
+              f"{m['memory_gib']} GiB, {m['os']}, kernel {m['kernel']}, Python {m['python']}, "
+              f"commit {m['commit']}; peers: {m.get('chaos_toolkit', '')}; "
+              f"{m.get('toxiproxy', '')}."]
+    return "\n".join(lines)
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--markdown"]:  # render a saved result: --markdown [FILE]
+        path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / "latest.json"
+        print(markdown(json.loads(path.read_text())))
+        return 0
     benches = discover()
     parser = argparse.ArgumentParser(description="chaos-runner benchmarks vs the peers")
     parser.add_argument("names", nargs="*", help=f"a subset of: {', '.join(benches)}")
