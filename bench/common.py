@@ -20,17 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The engine's own nearest-rank percentile (no interpolation), so figures match the journal's.
+from chaos.engine.slo import percentile
+
+__all__ = ["RESULTS", "ROOT", "Ctx", "Figure", "free_port", "machine_info", "percentile"]
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-
-
-def percentile(samples: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100) — no interpolation between samples."""
-    if not samples:
-        return math.nan
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 @dataclass

@@ -29,7 +29,7 @@ from tenacity import (
 )
 
 from chaos.engine.protocols import Fault, FaultLog, Outcome, Platform, Probe
-from chaos.engine.slo import Evaluation, Guard, format_observed
+from chaos.engine.slo import Evaluation, Guard, format_observed, percentile
 from chaos.engine.state import Phase, RunState
 from chaos.errors import ChaosError, InvalidInput, TransientError
 from chaos.journal.record import (
@@ -644,13 +644,9 @@ class Orchestrator:
 
 
 def _lag_summary(lags: list[float]) -> dict[str, float]:
-    ordered = sorted(max(0.0, lag) for lag in lags)
-
-    def rank(p: float) -> float:  # nearest rank
-        return ordered[max(1, math.ceil(p * len(ordered))) - 1]
-
-    return {"n": len(ordered), "p50": round(rank(0.5), 6), "p99": round(rank(0.99), 6),
-            "max": round(ordered[-1], 6)}
+    late = [max(0.0, lag) for lag in lags]
+    return {"n": len(late), "p50": round(percentile(late, 50), 6),
+            "p99": round(percentile(late, 99), 6), "max": round(max(late), 6)}
 
 
 def _describe_exc(exc: BaseException) -> str:
