@@ -122,6 +122,7 @@ class Orchestrator:
         self._t0 = 0.0
         self._wall0 = 0.0
         self.lags: dict[str, list[float]] = {p.name: [] for p in spec.probes}
+        self._probes_stopping = False
 
     # ------------------------------------------------------------------------------ time helpers
 
@@ -170,7 +171,8 @@ class Orchestrator:
             return True
         if seconds > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await self._stop.wait()
         return self._stop.is_set()
 
     def _move(self, phase: Phase, *, persist: bool = True) -> None:
@@ -392,7 +394,8 @@ class Orchestrator:
             )
             return
         try:
-            await asyncio.wait_for(fault.inject(), self.options.inject_timeout)
+            async with asyncio.timeout(self.options.inject_timeout):
+                await fault.inject()
         except Exception as exc:
             rec.inject_error = _describe_exc(exc)
             self.record.errors.append(f"fault '{rec.name}' failed to inject: {rec.inject_error}")
@@ -452,7 +455,8 @@ class Orchestrator:
                 if attempt.retry_state.attempt_number > 1:
                     self.obs.event("revert_retry", fault=fault.spec.name,
                                    attempt=attempt.retry_state.attempt_number)
-                await asyncio.wait_for(fault.revert(), self.options.revert_timeout)
+                async with asyncio.timeout(self.options.revert_timeout):
+                    await fault.revert()
 
     def _log(self, record_type: str, /, **fields: object) -> None:
         if self.options.fault_log is not None:
@@ -479,11 +483,14 @@ class Orchestrator:
         cutoff = spec.timeout + self.options.probe_grace
         lags = self.lags[spec.name]
         next_tick = loop.time()
-        while True:
+        # Checked as well as cancelled: on Python 3.11 a cancel that lands as an await completes
+        # can be lost inside library code, and a loop that never ends hangs the run's exit.
+        while not self._probes_stopping:
             lags.append(loop.time() - next_tick)
             started = loop.time()
             try:
-                outcome = await asyncio.wait_for(probe.sample(), cutoff)
+                async with asyncio.timeout(cutoff):
+                    outcome = await probe.sample()
             except TimeoutError:
                 outcome = Outcome(False, loop.time() - started,
                                   f"probe did not answer within {cutoff:g}s")
@@ -583,10 +590,17 @@ class Orchestrator:
             self.record.message = "steady state held before, during and after the faults"
 
     async def _stop_probes(self) -> None:
-        for task in self._probe_tasks:
-            task.cancel()
-        if self._probe_tasks:
-            await asyncio.gather(*self._probe_tasks, return_exceptions=True)
+        self._probes_stopping = True
+        tasks = list(self._probe_tasks)
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            # A lost cancel is repeated rather than waited on forever.
+            done, pending = await asyncio.wait(tasks, timeout=1.0)
+            for task in done:  # retrieve outcomes, so none is reported as never retrieved
+                if not task.cancelled():
+                    task.exception()
+            tasks = list(pending)
         self._probe_tasks.clear()
 
     # ------------------------------------------------------------------------------ the end

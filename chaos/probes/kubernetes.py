@@ -33,7 +33,8 @@ class KubernetesProbeDriver:
     async def sample(self) -> Outcome:
         started = time.perf_counter()
         try:
-            ok, detail = await asyncio.wait_for(self._check(), self._k.timeout)
+            async with asyncio.timeout(self._k.timeout):
+                ok, detail = await self._check()
         except TimeoutError:
             return Outcome(False, time.perf_counter() - started,
                            f"the API did not answer within {self._k.timeout:g}s")

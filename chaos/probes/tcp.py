@@ -23,9 +23,8 @@ class TcpProbeDriver:
     async def sample(self) -> Outcome:
         started = time.perf_counter()
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(self._tcp.host, self._tcp.port), self._tcp.timeout
-            )
+            async with asyncio.timeout(self._tcp.timeout):
+                _, writer = await asyncio.open_connection(self._tcp.host, self._tcp.port)
         except TimeoutError:
             return Outcome(False, time.perf_counter() - started,
                            f"connect timed out after {self._tcp.timeout:g}s")

@@ -406,10 +406,8 @@ class _Connection:
         proxy = self.proxy
         host, port = proxy.upstream
         try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: _UpstreamSide(self), host, port),
-                _CONNECT_TIMEOUT_S,
-            )
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                await self.loop.create_connection(lambda: _UpstreamSide(self), host, port)
         except (OSError, TimeoutError):
             # Behave like the real service being down: the client sees its connection end now.
             proxy.stats.upstream_failures += 1
@@ -584,7 +582,8 @@ class FaultProxy:
             await asyncio.wait([conn.closed for conn in connections], timeout=_STOP_TIMEOUT_S)
         if server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await server.wait_closed()
 
     # -- faults ------------------------------------------------------------------------------
 

@@ -133,19 +133,22 @@ async def run_argv(
     timed_out = False
     try:
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await proc.wait()
         except TimeoutError:
             timed_out = True
             _kill_group(proc.pid)
             await proc.wait()
         remaining = max(timeout - (time.monotonic() - started), 0.0)
         try:
-            await asyncio.wait_for(asyncio.shield(readers), max(remaining, _PIPE_GRACE_S))
+            async with asyncio.timeout(max(remaining, _PIPE_GRACE_S)):
+                await asyncio.shield(readers)
         except TimeoutError:
             # Something the program started still holds its stdout/stderr open: end it too.
             _kill_group(proc.pid)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(readers), _PIPE_GRACE_S)
+                async with asyncio.timeout(_PIPE_GRACE_S):
+                    await asyncio.shield(readers)
     except BaseException:
         # Cancelled (or failed) mid-run: never leave the program or its children running.
         _kill_group(proc.pid)

@@ -78,7 +78,8 @@ class CpuBurners:
         assert proc.stdout is not None
         assert proc.stderr is not None
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), _READY_TIMEOUT_S)
+            async with asyncio.timeout(_READY_TIMEOUT_S):
+                line = await proc.stdout.readline()
         except TimeoutError:
             line = b""
         if line.strip() == b"ready":
