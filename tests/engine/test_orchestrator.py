@@ -368,4 +368,3 @@ def test_unexpected_driver_exception_mid_run_still_reverts_and_finishes() -> Non
     assert world.active == set()
     assert orch.state.phase is Phase.DONE
     assert Phase.REVERTING in orch.state.history
-
