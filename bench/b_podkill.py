@@ -191,22 +191,6 @@ def _manifests(cluster: Any) -> str:
     return yaml.safe_dump_all(docs)
 
 
-def _tool_kubeconfig(cluster: Any, sa: str, path: Path) -> None:
-    """A kubeconfig that authenticates as the ServiceAccount with a bearer token only, so the
-    audit log attributes every request of the tool to that user."""
-    token = cluster.kubectl("create", "token", sa, "-n", SA_NAMESPACE,
-                            "--duration", "24h").stdout.strip()
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    server = admin["clusters"][0]["cluster"]
-    config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-        "clusters": [{"name": "bench", "cluster": server}],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": sa}}],
-    }
-    path.write_text(yaml.safe_dump(config))
-
-
 def _our_experiment(path: Path) -> None:
     faults = [{"name": f"kill-{ns}",
                "podKill": {"selector": {"namespace": ns, "labels": {LABEL[0]: LABEL[1]},
@@ -411,7 +395,8 @@ def _measure(ctx: Ctx, kc: ModuleType, k8s: Any, cluster: Any, base: Path) -> li
                     lambda sa=sa: cluster.kubectl("get", "serviceaccount", sa, "-n",
                                                   SA_NAMESPACE, check=False).returncode == 0,
                     timeout=60)
-        _tool_kubeconfig(cluster, sa, kubeconfigs[tool])
+        # Bearer token only: the audit log attributes every request of the tool to its user.
+        cluster.token_kubeconfig(SA_NAMESPACE, sa, kubeconfigs[tool], seconds=86400)
     ours_yaml, ctk_json = base / "podkill.yaml", base / "podkill-ctk.json"
     _our_experiment(ours_yaml)
     _ctk_experiment(ctk_json)

@@ -21,44 +21,19 @@ BUILD_REV=1
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PROG="tests/cluster/build-helm.sh"
 
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
+# shellcheck source=tests/cluster/lib.sh
+source "$HERE/lib.sh"
 
-modver() { # <go.mod> <module path>
-    local v
-    v="$(awk -v m="$2" '($1=="require" && $2==m){print $3; exit} ($1==m && $2 ~ /^v/){print $2; exit}' "$1")"
-    [[ -n "$v" ]] || die "cannot find the version of $2 in $1"
-    printf '%s' "$v"
-}
-
-for f in helm/go.mod helm/go.sum; do
-    [[ -f "$HERE/$f" ]] || die "missing $HERE/$f (is the checkout complete?)"
-done
+need_files helm/go.mod helm/go.sum
 
 HELM_VERSION="$(modver "$HERE/helm/go.mod" helm.sh/helm/v3)"     # e.g. v3.19.5
 K8S_LIB_VERSION="$(modver "$HERE/helm/go.mod" k8s.io/client-go)" # e.g. v0.34.2
 
-case "$(uname -s)/$(uname -m)" in
-    Linux/x86_64) PLATFORM=linux-amd64 ;;
-    Linux/aarch64 | Linux/arm64) PLATFORM=linux-arm64 ;;
-    Darwin/x86_64) PLATFORM=darwin-amd64 ;;
-    Darwin/arm64) PLATFORM=darwin-arm64 ;;
-    *) PLATFORM="$(uname -s | tr '[:upper:]' '[:lower:]')-$(uname -m)" ;;
-esac
-
-if command -v sha256sum >/dev/null 2>&1; then
-    SHA=(sha256sum)
-elif command -v shasum >/dev/null 2>&1; then
-    SHA=(shasum -a 256)
-else
-    die "need sha256sum or shasum to compute the cache key"
-fi
 RECIPE_HASH="$(
-    { echo "rev=$BUILD_REV"; cat "$HERE/helm/go.mod" "$HERE/helm/go.sum"; } | "${SHA[@]}" | cut -c1-12
+    { echo "rev=$BUILD_REV"; cat "$HERE/helm/go.mod" "$HERE/helm/go.sum"; } | short_hash
 )"
 KEY="helm-${HELM_VERSION}_${PLATFORM}_${RECIPE_HASH}"
 
-CACHE_ROOT="${CHAOS_TESTBIN_CACHE:-${HOME:?HOME is not set; set CHAOS_TESTBIN_CACHE}/.cache/chaos-testbin}"
 DIR="$CACHE_ROOT/$KEY"
 BIN="$DIR/bin"
 STAMP="$DIR/stamp"
@@ -72,13 +47,7 @@ fi
 
 mkdir -p "$BIN" || die "cannot create $BIN"
 
-# One build at a time per key (parallel pytest workers, two terminals ...).
-if command -v flock >/dev/null 2>&1; then
-    exec 9>"$DIR/lock"
-    if ! flock -n 9; then
-        log "another build of $KEY is running; waiting for it (lock: $DIR/lock)"
-        flock 9
-    fi
+if lock_build "$DIR" "$KEY"; then
     if [[ -f "$STAMP" && -x "$BIN/helm" && "${CHAOS_TESTBIN_FORCE:-0}" != 1 ]]; then
         log "cached (built by the other process): $BIN"
         printf '%s\n' "$BIN"
@@ -87,13 +56,7 @@ if command -v flock >/dev/null 2>&1; then
 fi
 rm -f "$STAMP"
 
-GO="${GO:-go}"
-if ! command -v "$GO" >/dev/null 2>&1; then
-    printf '%s: error: Go is not installed (no "%s" on PATH), and no finished build is cached at\n  %s\nInstall Go >= 1.26 (https://go.dev/dl/) or set GO=/path/to/go, and run %s again.\n' \
-        "$PROG" "$GO" "$BIN" "$PROG" >&2
-    exit 3
-fi
-GO_VERSION="$("$GO" env GOVERSION 2>/dev/null)" || die "'$GO env GOVERSION' failed; is Go installed correctly?"
+require_go "$BIN" " or set GO=/path/to/go"
 log "building $KEY with $GO_VERSION into $BIN (first build: ~100 MB of modules, a few minutes of compiling)"
 
 export CGO_ENABLED=0

@@ -27,50 +27,24 @@ BUILD_REV=1
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PROG="tests/cluster/build.sh"
 
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
+# shellcheck source=tests/cluster/lib.sh
+source "$HERE/lib.sh"
 
-# Version of a required module, read from a wrapper go.mod without needing go.
-modver() { # <go.mod> <module path>
-    local v
-    v="$(awk -v m="$2" '($1=="require" && $2==m){print $3; exit} ($1==m && $2 ~ /^v/){print $2; exit}' "$1")"
-    [[ -n "$v" ]] || die "cannot find the version of $2 in $1"
-    printf '%s' "$v"
-}
-
-for f in k8s/go.mod k8s/go.sum etcd/go.mod etcd/go.sum kwok/go.mod kwok/go.sum; do
-    [[ -f "$HERE/$f" ]] || die "missing $HERE/$f (is the checkout complete?)"
-done
+need_files k8s/go.mod k8s/go.sum etcd/go.mod etcd/go.sum kwok/go.mod kwok/go.sum
 
 K8S_VERSION="$(modver "$HERE/k8s/go.mod" k8s.io/kubernetes)"     # e.g. v1.34.4
 ETCD_VERSION="$(modver "$HERE/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 KWOK_VERSION="$(modver "$HERE/kwok/go.mod" sigs.k8s.io/kwok)"
 
-case "$(uname -s)/$(uname -m)" in
-    Linux/x86_64) PLATFORM=linux-amd64 ;;
-    Linux/aarch64 | Linux/arm64) PLATFORM=linux-arm64 ;;
-    Darwin/x86_64) PLATFORM=darwin-amd64 ;;
-    Darwin/arm64) PLATFORM=darwin-arm64 ;;
-    *) PLATFORM="$(uname -s | tr '[:upper:]' '[:lower:]')-$(uname -m)" ;;
-esac
-
-if command -v sha256sum >/dev/null 2>&1; then
-    SHA=(sha256sum)
-elif command -v shasum >/dev/null 2>&1; then
-    SHA=(shasum -a 256)
-else
-    die "need sha256sum or shasum to compute the cache key"
-fi
 RECIPE_HASH="$(
     {
         echo "rev=$BUILD_REV"
         cat "$HERE"/k8s/go.mod "$HERE"/k8s/go.sum "$HERE"/etcd/go.mod "$HERE"/etcd/go.sum \
             "$HERE"/kwok/go.mod "$HERE"/kwok/go.sum
-    } | "${SHA[@]}" | cut -c1-12
+    } | short_hash
 )"
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_${PLATFORM}_${RECIPE_HASH}"
 
-CACHE_ROOT="${CHAOS_TESTBIN_CACHE:-${HOME:?HOME is not set; set CHAOS_TESTBIN_CACHE}/.cache/chaos-testbin}"
 DIR="$CACHE_ROOT/$KEY"
 BIN="$DIR/bin"
 STAMP="$DIR/stamp"
@@ -90,13 +64,7 @@ fi
 
 mkdir -p "$BIN" || die "cannot create $BIN"
 
-# One build at a time per key (parallel pytest workers, two terminals ...).
-if command -v flock >/dev/null 2>&1; then
-    exec 9>"$DIR/lock"
-    if ! flock -n 9; then
-        log "another build of $KEY is running; waiting for it (lock: $DIR/lock)"
-        flock 9
-    fi
+if lock_build "$DIR" "$KEY"; then
     if [[ -f "$STAMP" && "${CHAOS_TESTBIN_FORCE:-0}" != 1 ]]; then
         log "cached (built by the other process): $BIN"
         printf '%s\n' "$BIN"
@@ -107,13 +75,7 @@ if [[ "${CHAOS_TESTBIN_FORCE:-0}" == 1 ]]; then
     rm -f "$STAMP" "${BINARIES[@]/#/$BIN/}"
 fi
 
-GO="${GO:-go}"
-if ! command -v "$GO" >/dev/null 2>&1; then
-    printf '%s: error: Go is not installed (no "%s" on PATH), and no finished build is cached at\n  %s\nInstall Go >= 1.26 (https://go.dev/dl/; an older Go >= 1.21 also works with GOTOOLCHAIN=auto,\nwhich fetches Go 1.26 through the module proxy) and run %s again.\n' \
-        "$PROG" "$GO" "$BIN" "$PROG" >&2
-    exit 3
-fi
-GO_VERSION="$("$GO" env GOVERSION 2>/dev/null)" || die "'$GO env GOVERSION' failed; is Go installed correctly?"
+require_go "$BIN" "; an older Go >= 1.21 also works with GOTOOLCHAIN=auto,\nwhich fetches Go 1.26 through the module proxy"
 log "building $KEY with $GO_VERSION into $BIN"
 log "(first build: fetches ~250 MB of modules through \$GOPROXY, 1.3 GB unpacked, then compiles"
 log " for ~15 min on 2 cores, needing ~2 GB RAM and ~4 GB of Go build cache)"

@@ -301,6 +301,31 @@ class KubeCluster:
         cfg.api_key_prefix = {"authorization": "Bearer"}
         return k8s_client.ApiClient(cfg)
 
+    def token_kubeconfig(self, ns: str, sa: str, out: Path, *, seconds: int = 600) -> Path:
+        """Write a kubeconfig that authenticates as ServiceAccount ``ns/sa`` with a TokenRequest
+        token only (no client certificate), so the apiserver, and its audit log, see that user."""
+        import json
+
+        from kubernetes import client as k8s_client
+        from kubernetes import config as k8s_config
+
+        with self.api_client() as api:
+            token = k8s_client.CoreV1Api(api).create_namespaced_service_account_token(
+                sa, ns, {"spec": {"expirationSeconds": seconds}}).status.token
+        admin = k8s_client.Configuration()
+        k8s_config.load_kube_config(config_file=self.kubeconfig, client_configuration=admin)
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": admin.host,
+                                                   "certificate-authority": admin.ssl_ca_cert}}],
+            "users": [{"name": sa, "user": {"token": token}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa, "namespace": ns}}],
+            "current-context": "c",
+        }
+        out.write_text(json.dumps(config))
+        return out
+
     def delete(self) -> None:
         """Delete the cluster; idempotent, never raises (it runs from finalizers and atexit)."""
         with self._lock:

@@ -452,35 +452,6 @@ def namespaces(kube_cluster: Any) -> Iterator[dict[str, str]]:
             kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def _token_kubeconfig(cluster: Any, ns: str, sa: str, out: Path) -> Path:
-    from kubernetes import client
-    from kubernetes import config as k8s_config
-
-    with cluster.api_client() as api:
-        token = (
-            client.CoreV1Api(api)
-            .create_namespaced_service_account_token(sa, ns, {"spec": {"expirationSeconds": 600}})
-            .status.token
-        )
-    admin = client.Configuration()
-    k8s_config.load_kube_config(config_file=cluster.kubeconfig, client_configuration=admin)
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {"server": admin.host, "certificate-authority": admin.ssl_ca_cert},
-            }
-        ],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa, "namespace": ns}}],
-        "current-context": "c",
-    }
-    out.write_text(json.dumps(config))
-    return out
-
-
 def test_install_run_permissions_uninstall(
     helm_bin: str, kube_cluster: Any, namespaces: dict[str, str], tmp_path: Path
 ) -> None:
@@ -575,7 +546,7 @@ def test_install_run_permissions_uninstall(
         assert pod["spec"]["securityContext"]["runAsUser"] == 65532
 
         # The ServiceAccount may do exactly what the experiments need, and no more.
-        kubeconfig = _token_kubeconfig(kube_cluster, rel_ns, "gd-chaos-runner", tmp_path / "sa.kc")
+        kubeconfig = kube_cluster.token_kubeconfig(rel_ns, "gd-chaos-runner", tmp_path / "sa.kc")
         needed = triples_to_checks(
             expected_rules({"podKill"}, owners=True), shop
         ) + triples_to_checks(

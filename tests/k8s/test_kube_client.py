@@ -169,7 +169,6 @@ def service_account_kubeconfig(
     """A kubeconfig that authenticates as ServiceAccount ``ns/sa`` (a TokenRequest token)
     granted exactly ``rules`` in ``ns``."""
     from kubernetes import client
-    from kubernetes import config as k8s_config
 
     with cluster.api_client() as api:
         core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
@@ -183,26 +182,7 @@ def service_account_kubeconfig(
                 "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
             },
         )
-        token = core.create_namespaced_service_account_token(
-            sa, ns, {"spec": {"expirationSeconds": 600}}
-        ).status.token
-    admin = client.Configuration()
-    k8s_config.load_kube_config(config_file=cluster.kubeconfig, client_configuration=admin)
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {"server": admin.host, "certificate-authority": admin.ssl_ca_cert},
-            }
-        ],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa, "namespace": ns}}],
-        "current-context": "c",
-    }
-    out.write_text(json.dumps(config))
-    return out
+    return cluster.token_kubeconfig(ns, sa, out)
 
 
 # ------------------------------------------------------------------------------------------------
