@@ -17,9 +17,9 @@ import time
 import kubernetes.client  # noqa: F401
 
 from chaos.cli.runner import new_run_id
-from chaos.faults.kubernetes import KubePlatform
 from chaos.model.loader import load_experiment
 from chaos.platform.kubernetes import KubeClient
+from chaos.targets.kubernetes import KubePlatform
 
 
 async def kill(experiment_path: str, kubeconfig: str) -> dict[str, float | int]:

@@ -12,6 +12,7 @@ the boundary into the most specific class here, chained with ``raise ... from ex
     │   ├── TransientError        worth retrying (busy, unavailable); reverts retry these
     │   ├── PermissionDenied      the OS or an API refused (not root, RBAC 403, ...)
     │   ├── InjectFailed          applying a fault failed
+    │   ├── FaultNotInEffect      a fault was applied but its effect is not on the target
     │   └── RevertFailed          removing a fault failed: it may still be active (exit 4)
     ├── ProbeError                a probe could not be built or run (not a failed sample)
     └── IllegalTransition         the run state machine was asked for a move it does not allow
@@ -84,6 +85,11 @@ class PermissionDenied(PlatformError):
 
 class InjectFailed(PlatformError):
     """Applying a fault failed; whatever part of it was applied has been undone where possible."""
+
+
+class FaultNotInEffect(PlatformError):
+    """A fault was applied but its effect could not be observed on the target: the run must not
+    pass. The message names the target and the cause in words an operator can act on."""
 
 
 class RevertFailed(PlatformError):

@@ -8,7 +8,6 @@ by the SLO guard (every fault reverted), 4 a revert failed, 130 interrupted (eve
 # builds the CLI, and string annotations would all be eval'd on each start (~5 ms).
 # Only light modules at the top: heavy ones (pydantic models, the engine, httpx, structlog) are
 # imported inside the command that needs them, so `--help` and `validate` start fast.
-import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -48,6 +47,7 @@ StateDirOpt = Annotated[
 
 def _fail(exc: ChaosError) -> None:
     print(f"error: {exc}", file=sys.stderr)
+    # The numbers of chaos.journal.outcome.ExitCode (not imported: it is not needed to fail).
     raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1)
 
 
@@ -77,9 +77,13 @@ def run(
     """Run an experiment: baseline, faults under the SLO guard, revert, recovery check."""
     if log_format not in ("auto", "console", "json"):
         _fail(InvalidInput(f"--log-format must be auto, console or json, not '{log_format}'"))
-    if pushgateway is not None and not re.match(r"^https?://[^/\s]+", pushgateway):
-        _fail(InvalidInput(f"--pushgateway must be an http(s) URL such as "
-                           f"http://pushgateway:9091, not '{pushgateway}'"))
+    if pushgateway is not None:
+        from chaos.units import check_http_url
+
+        try:
+            check_http_url(pushgateway, "http://pushgateway:9091")
+        except ValueError as exc:
+            _fail(InvalidInput(f"--pushgateway must be an http(s) URL: {exc}"))
     labels: dict[str, str] = {}
     for item in metric_label or []:
         name, sep, value = item.partition("=")
@@ -172,6 +176,18 @@ def schema() -> None:
     data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     data["title"] = "chaos/v1 Experiment"
     print(json.dumps(data, indent=2))
+
+
+@app.command()
+def kinds(
+    chart_rules: Annotated[bool, typer.Option(
+        "--chart-rules", help="print the Role rules of each fault kind for the Helm chart (JSON)",
+    )] = False,
+) -> None:
+    """List the fault kinds, probe kinds and SLO objectives this version knows."""
+    from chaos.cli.kinds import render
+
+    sys.stdout.write(render(chart_rules))
 
 
 @app.command()

@@ -105,7 +105,8 @@ class CliObserver:
             self.live.clear()
         level = "warning" if name in (
             "slo_breach", "inject_failed", "revert_failed", "interrupt", "interrupt_again",
-            "max_duration", "preflight_failed", "error") else "info"
+            "max_duration", "preflight_failed", "error", "not_in_effect",
+            "platform_lost") else "info"
         if name == "rollback" and not fields.get("ok"):
             level = "warning"
         getattr(self.log, level)(name, **fields)

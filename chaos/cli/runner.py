@@ -9,7 +9,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from chaos.errors import InvalidInput
 
@@ -18,6 +18,8 @@ from chaos.errors import InvalidInput
 if TYPE_CHECKING:
     from chaos.journal.record import RunRecord
     from chaos.model.experiment import Experiment
+    from chaos.targets.kubernetes import KubePlatform
+    from chaos.targets.local import LocalPlatform
 
 
 @dataclass
@@ -63,14 +65,15 @@ class KubeArgs:
     context: str | None = None
 
 
-def _platform(experiment: Experiment, run_id: str = "-", kube: KubeArgs | None = None) -> Any:
-    from chaos.faults.local import LocalPlatform  # lazy: pulls in httpx
+def _platform(experiment: Experiment, run_id: str = "-",
+              kube: KubeArgs | None = None) -> LocalPlatform | KubePlatform:
+    from chaos.targets.local import LocalPlatform  # lazy: pulls in the proxy
 
     local = LocalPlatform(experiment, run_id)
     if experiment.spec.target.platform == "local":
         return local
-    from chaos.faults.kubernetes import KubePlatform
     from chaos.platform.kubernetes import KubeClient
+    from chaos.targets.kubernetes import KubePlatform
 
     kube = kube or KubeArgs()
 
@@ -89,7 +92,7 @@ async def plan(experiment: Experiment, kube: KubeArgs | None = None) -> str:
         for fspec in experiment.spec.faults:
             fault = await platform.plan_fault(fspec)
             faults.append((fspec.name, fault.describe(), fault.targets()))
-        await platform.verify()
+        await platform.preflight()
     finally:
         await platform.close()
     return render_plan(experiment, faults)
@@ -102,9 +105,7 @@ def execute(args: RunArgs) -> int:
     from chaos.model.loader import load_experiment
 
     experiment = load_experiment(args.experiment, probes_dirs=args.probes_dirs)
-    from chaos.probes.prometheus import check_prometheus_env
-
-    check_prometheus_env(experiment.spec.probes)  # a missing token is exit 2, before anything
+    check_environment(experiment)  # a missing token is exit 2, before anything
     if args.dry_run:
         print(asyncio.run(plan(experiment, args.kube)))
         return 0
@@ -112,7 +113,7 @@ def execute(args: RunArgs) -> int:
     import structlog
 
     from chaos.cli.output import CliObserver, LiveLine, configure_logging
-    from chaos.engine.orchestrator import Orchestrator, RunOptions, exit_code
+    from chaos.engine.orchestrator import Orchestrator, RunOptions
     from chaos.journal.wal import Journal, StateDir, TargetLocks, check_no_outstanding
     from chaos.reporting.summary import render_summary
 
@@ -171,12 +172,26 @@ def execute(args: RunArgs) -> int:
         fault_journal.close()
         locks.release()
     observer.close()
-    code = exit_code(record)
-    print(render_summary(record, experiment, code, str(journal) if journal else None))
+    code = record.exit_code if record.exit_code is not None else 1
+    print(render_summary(record, experiment, str(journal) if journal else None))
     write_reports(record, args)
     if args.pushgateway:
         push_metrics(record, args.pushgateway, args.metric_labels or {})
     return code
+
+
+def check_environment(experiment: Experiment) -> None:
+    """What the probes read from the environment (credentials) is there: an input problem,
+    exit 2, found before anything is touched."""
+    import os
+
+    problems = [p for spec in experiment.spec.probes
+                for p in spec.kind.check_env(spec.name, spec.params, os.environ)]
+    if problems:
+        raise InvalidInput(
+            "; ".join(problems),
+            hint="export the variables (or fix caFile) before `chaos run`; nothing was injected",
+        )
 
 
 def write_reports(record: RunRecord, args: RunArgs) -> None:

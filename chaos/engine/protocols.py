@@ -1,15 +1,17 @@
 """The small protocols through which the engine drives probes, faults and rollbacks.
 
-Drivers (chaos.probes, chaos.faults) implement them against real systems; the engine's tests
-implement them with fakes. Nothing here performs I/O.
+Drivers (the fault and probe kinds, the platforms in chaos.targets) implement them against real
+systems; the engine's tests implement them with fakes. Nothing here performs I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from chaos.model.experiment import FaultSpec, ProbeSpec, RollbackSpec
+if TYPE_CHECKING:
+    from chaos.model.experiment import FaultSpec, ProbeSpec, RollbackSpec
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,21 @@ class Probe(Protocol):
 
 
 class Fault(Protocol):
-    """A planned fault whose targets are resolved. ``revert`` must be idempotent."""
+    """A planned fault whose targets are resolved (chaos.faults.contract.PlannedFault).
+
+    ``verify`` and ``verify_reverted`` observe the target: the first returns what it saw once the
+    effect is there and raises FaultNotInEffect when it is not (within ``within`` seconds); the
+    second returns once the effect is gone and raises RevertFailed when it stays. ``revert`` must
+    be idempotent.
+    """
 
     @property
     def spec(self) -> FaultSpec: ...
+
+    @property
+    def kind(self) -> str:
+        """The kind's YAML key: its one spelling."""
+        ...
 
     @property
     def one_shot(self) -> bool: ...
@@ -47,8 +60,8 @@ class Fault(Protocol):
         """What the fault will do, in one line."""
         ...
 
-    def revert_state(self) -> dict[str, object]:
-        """What a later `chaos recover` needs to undo this fault (pids, addresses, ...)."""
+    def revert_state(self) -> dict[str, Any]:
+        """The typed, versioned revert state as JSON: what `chaos recover` needs."""
         ...
 
     def target_keys(self) -> list[str]:
@@ -57,29 +70,44 @@ class Fault(Protocol):
 
     async def inject(self) -> None: ...
 
+    async def verify(self, within: float) -> str: ...
+
     async def revert(self) -> None: ...
+
+    async def verify_reverted(self, within: float) -> str: ...
 
 
 class FaultLog(Protocol):
     """The write-ahead record of faults (chaos.journal.wal.Journal implements it).
 
-    ``intent`` is written before a fault is applied, ``applied`` after, ``reverted`` or
-    ``revert_failed`` after the revert; ``done`` closes a one-shot fault. Each call must be
-    durable before it returns.
+    ``intent`` is written before a fault is applied, ``applied`` after, ``verified`` or
+    ``not_in_effect`` when its effect was looked for, ``reverted`` or ``revert_failed`` after the
+    revert; ``done`` closes a one-shot fault. Each call must be durable before it returns.
     """
 
     def append(self, record_type: str, /, **fields: object) -> None: ...
 
 
+#: How a platform stops the run on its own (it lost the Lease that guards its targets).
+StopRun = Callable[[str], None]
+
+
 class Platform(Protocol):
     """Everything the engine needs from the outside world for one run."""
 
-    async def prepare(self) -> None:
-        """Start run-scoped resources (for example latency proxies) before the baseline."""
-        ...
-
     async def plan_fault(self, spec: FaultSpec) -> Fault:
         """Resolve the fault's targets now; raise TargetNotFound if there are none."""
+        ...
+
+    async def preflight(self) -> None:
+        """Read-only checks of everything planned (permissions, root, tc, Pod Security, a
+        dry-run of helper containers); raise a ChaosError naming what is missing. Touches
+        nothing."""
+        ...
+
+    async def prepare(self, stop: StopRun) -> None:
+        """Start run-scoped resources (proxies, Leases) before the baseline. ``stop`` ends the
+        run (every fault reverted) when the platform loses what guards it, e.g. its Lease."""
         ...
 
     def probe(self, spec: ProbeSpec) -> Probe: ...

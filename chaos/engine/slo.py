@@ -9,52 +9,23 @@ Pure logic: no clocks, no I/O.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from chaos.journal.record import SampleRecord
-from chaos.model.experiment import LATENCY_OBJECTIVES, SloSpec
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least pct% of values at or below it."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
+from chaos.model.experiment import SloSpec
+from chaos.objectives import format_observed as _format
+from chaos.objectives import percentile
 
 
 def observe(slo: SloSpec, samples: Iterable[SampleRecord]) -> tuple[float, int]:
     """The SLO's observed value over ``samples`` and how many samples it used."""
-    items = list(samples)
-    objective = slo.objective
-    if objective == "success_rate":
-        if not items:
-            return math.nan, 0
-        return sum(1 for s in items if s.ok) / len(items), len(items)
-    if objective in LATENCY_OBJECTIVES:
-        latencies = [s.latency for s in items if s.latency is not None]
-        return percentile(latencies, LATENCY_OBJECTIVES[objective]), len(latencies)
-    # consecutive_failures: the current streak, counted back from the newest sample
-    streak = 0
-    for sample in reversed(items):
-        if sample.ok:
-            break
-        streak += 1
-    return float(streak), len(items)
+    return slo.objective.observe(list(samples))
 
 
 def format_observed(slo: SloSpec, value: float | None) -> str:
-    if value is None or math.isnan(value):
-        return "no data"
-    if slo.objective == "success_rate":
-        return f"{value * 100:.1f}%"
-    if slo.objective in LATENCY_OBJECTIVES:
-        return f"{value * 1000:.0f}ms"
-    return f"{value:g}"
+    return _format(slo.objective.key, value)
 
 
 @dataclass(frozen=True)
@@ -140,3 +111,5 @@ class Guard:
         for tracker in self.trackers:
             tracker.reset()
         self.last.clear()
+
+__all__ = ["Evaluation", "Guard", "SloTracker", "format_observed", "observe", "percentile"]

@@ -159,6 +159,11 @@ def _fault(r: _Reader) -> FaultRecord:
         inject_error=r.get_opt_str("inject_error", None),
         revert_error=r.get_opt_str("revert_error"),
         revert_state=r.get_obj("revert_state", {}),
+        verified_at=r.get_opt_str("verified_at", None),
+        effect=r.get_opt_str("effect", None),
+        effect_seconds=r.get_opt_float("effect_seconds", None),
+        not_in_effect=r.get_opt_str("not_in_effect", None),
+        revert_verified=r.get_opt_str("revert_verified", None),
     )
 
 
@@ -187,6 +192,7 @@ def _abort(r: _Reader) -> AbortRecord:
         threshold=r.get_opt_str("threshold", None),
         at=r.get_opt_str("at", None),
         t=r.get_float("t"),
+        cause=r.get_str("cause", "slo-breach" if r.data.get("slo") else "unexpected-error"),
     )
 
 
@@ -234,7 +240,22 @@ def record_from_dict(data: object, source: str = "journal") -> RunRecord:
         errors=r.get_str_list("errors", []),
         duration=r.get_opt_float("duration", None),
         probe_lag=_probe_lag(r),
+        preflight_errors=r.get_str_list("preflight_errors", []),
+        baseline_breach=r.get_opt_str("baseline_breach", None),
+        recovery_judged=r.get_bool("recovery_judged", False),
+        recovery_failures=r.get_str_list("recovery_failures", []),
+        exit_code=_opt_int(r, "exit_code"),
+        verdict=r.get_opt_str("verdict", None),
     )
+
+
+def _opt_int(r: _Reader, key: str) -> int | None:
+    value = r.data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise r.error(f"'{key}' should be an integer, got {_json_type(value)}")
+    return value
 
 
 def _probe_lag(r: _Reader) -> dict[str, dict[str, float]]:

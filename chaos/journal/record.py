@@ -1,8 +1,9 @@
 """The run journal of the contract in the design brief, as plain dataclasses and JSON.
 
 Fields other tools rely on: ``run_id``, ``experiment``, ``status`` (passed, deviated, aborted,
-interrupted, error), ``started_at``, ``ended_at``, ``abort`` (or null), ``faults`` (name, kind,
-targets, injected_at, reverted_at, revert_error), ``slos`` (verdict and the samples judged on) and
+interrupted, error), ``exit_code`` and ``verdict``, ``started_at``, ``ended_at``, ``abort`` (or
+null, with its ``cause``), ``faults`` (name, kind, targets, injected_at, verified_at, effect,
+not_in_effect, reverted_at, revert_error), ``slos`` (verdict and the samples judged on) and
 ``probes`` (the time series of results). Times are ISO 8601 in UTC; ``t`` fields are seconds since
 the run started, which is what charts and arithmetic want.
 """
@@ -23,6 +24,19 @@ class Status(enum.StrEnum):
     ABORTED = "aborted"
     INTERRUPTED = "interrupted"
     ERROR = "error"
+
+
+class StopCause(enum.StrEnum):
+    """Why a run stopped before its plan was done (``abort.cause`` in the journal)."""
+
+    SLO_BREACH = "slo-breach"
+    MAX_DURATION = "max-duration"
+    INTERRUPT = "interrupt"
+    INJECT_FAILED = "inject-failed"
+    NOT_IN_EFFECT = "not-in-effect"
+    JOURNAL = "journal-failed"
+    PLATFORM = "platform-lost"
+    UNEXPECTED = "unexpected-error"
 
 
 def iso(ts: float | None) -> str | None:
@@ -58,6 +72,14 @@ class FaultRecord:
     inject_error: str | None = None
     revert_error: str | None = None
     revert_state: dict[str, Any] = field(default_factory=dict)
+    #: When the effect was seen on the target, what was seen, and seconds from inject to then.
+    verified_at: str | None = None
+    effect: str | None = None
+    effect_seconds: float | None = None
+    #: The cause, in words, when the effect was not seen: the run then ends as an error.
+    not_in_effect: str | None = None
+    #: What was seen on the target after the revert (the effect gone).
+    revert_verified: str | None = None
 
     @property
     def outstanding(self) -> bool:
@@ -92,6 +114,7 @@ class AbortRecord:
     threshold: str | None
     at: str | None
     t: float
+    cause: str = StopCause.SLO_BREACH.value
 
 
 @dataclass
@@ -121,6 +144,15 @@ class RunRecord:
     rollbacks: list[RollbackRecord] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     duration: float | None = None
+    #: Facts the outcome is decided from (chaos.journal.outcome.decide): problems found before
+    #: anything was touched, a breach during the baseline, and the recovery check.
+    preflight_errors: list[str] = field(default_factory=list)
+    baseline_breach: str | None = None
+    recovery_judged: bool = False
+    recovery_failures: list[str] = field(default_factory=list)
+    #: The decided outcome: the exit code and the word every renderer shows.
+    exit_code: int | None = None
+    verdict: str | None = None
     #: Per probe, how late its samples started against their schedule, in seconds:
     #: ``{"n": samples, "p50": ..., "p99": ..., "max": ...}``. A late guard is a slow guard.
     probe_lag: dict[str, dict[str, float]] = field(default_factory=dict)

@@ -24,7 +24,8 @@ from pydantic.alias_generators import to_camel
 from yaml.constructor import SafeConstructor
 
 from chaos.errors import ExperimentInvalid, InvalidInput, Problem
-from chaos.model.experiment import NAME_HINT, Experiment, Loc, check_references
+from chaos.model.common import NAME_HINT, Loc
+from chaos.model.experiment import Experiment, check_references
 
 Pos = tuple[str, int, int]  # file, line (1-based), column (1-based)
 

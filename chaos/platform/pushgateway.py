@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from chaos.errors import InvalidInput, PlatformError
+from chaos.units import check_http_url
 
 __all__ = ["grouping_path", "push_run_metrics"]
 
@@ -69,10 +70,10 @@ async def push_run_metrics(
 ) -> None:
     """PUT ``body`` (text exposition format) to the Pushgateway at ``url`` under the grouping
     key; raise PlatformError when the gateway cannot be reached or does not answer 2xx."""
-    if not re.match(r"^https?://[^/\s]+", url):
-        raise InvalidInput(
-            f"'{url}' is not an http(s) URL: write the Pushgateway as http://host:9091"
-        )
+    try:
+        check_http_url(url, "http://host:9091")
+    except ValueError as exc:
+        raise InvalidInput(f"the Pushgateway URL: {exc}") from None
     target = url.rstrip("/") + grouping_path(job, grouping)
     own = client is None
     http = client if client is not None else httpx.AsyncClient(trust_env=False)

@@ -1,16 +1,3 @@
-"""Probe drivers: HTTP, TCP, command and Prometheus probes implementing the engine's Probe
-protocol."""
-
-from chaos.probes.command import CommandProbeDriver
-from chaos.probes.http import HttpProbeDriver, json_path
-from chaos.probes.prometheus import PrometheusProbeDriver, check_prometheus_env
-from chaos.probes.tcp import TcpProbeDriver
-
-__all__ = [
-    "CommandProbeDriver",
-    "HttpProbeDriver",
-    "PrometheusProbeDriver",
-    "TcpProbeDriver",
-    "check_prometheus_env",
-    "json_path",
-]
+"""Probe kinds: one module each (http, command, tcp, kubernetes, prometheus), found through
+:mod:`chaos.probes.registry`. Each owns its parameter model and the driver that implements the
+engine's Probe protocol."""

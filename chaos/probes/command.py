@@ -1,24 +1,61 @@
 """Command probe: runs an argv (never a shell string); ok on the expected exit code and output."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: pydantic reads the models' annotations.
+from typing import TYPE_CHECKING, ClassVar
 
-from chaos.engine.protocols import Outcome
-from chaos.errors import PlatformError
-from chaos.model.experiment import ProbeSpec
-from chaos.platform.local.run import run_argv
+from pydantic import Field
+
+from chaos.model._units import Duration
+from chaos.model.common import Strict
+from chaos.probes.contract import ProbeContext, ProbeKind
+
+if TYPE_CHECKING:
+    from chaos.engine.protocols import Outcome, Probe
+    from chaos.model.experiment import ProbeSpec
+
+
+class CommandExpect(Strict):
+    exit_code: int = 0
+    stdout_contains: str | None = None
+
+
+class CommandProbe(Strict):
+    argv: list[str] = Field(min_length=1, description="program and arguments; never a shell string")
+    timeout: Duration = 5.0
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    expect: CommandExpect = Field(default_factory=CommandExpect)
+
+
+class CommandProbeKind(ProbeKind[CommandProbe]):
+    key: ClassVar[str] = "command"
+    params: ClassVar[type[Strict]] = CommandProbe
+    summary: ClassVar[str] = "run a program (an argv, no shell); ok on its exit code and output"
+
+    def describe(self, params: CommandProbe) -> str:
+        return " ".join(params.argv)
+
+    def driver(self, spec: "ProbeSpec", ctx: ProbeContext) -> "Probe":
+        return CommandProbeDriver(spec)
+
+
+KIND = CommandProbeKind()
 
 
 class CommandProbeDriver:
-    def __init__(self, spec: ProbeSpec) -> None:
-        assert spec.command is not None
+    def __init__(self, spec: "ProbeSpec") -> None:
         self._spec = spec
-        self._cmd = spec.command
+        self._cmd = KIND.typed(spec)
 
     @property
-    def spec(self) -> ProbeSpec:
+    def spec(self) -> "ProbeSpec":
         return self._spec
 
-    async def sample(self) -> Outcome:
+    async def sample(self) -> "Outcome":
+        from chaos.engine.protocols import Outcome
+        from chaos.errors import PlatformError
+        from chaos.platform.local.run import run_argv
+
         c = self._cmd
         try:
             result = await run_argv(

@@ -5,18 +5,71 @@ or a JSON field equals a value. Connection errors and timeouts are failed sample
 says what happened; they never raise.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: pydantic reads the models' annotations.
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import httpx
+from pydantic import Field, field_validator
 
-from chaos.engine.protocols import Outcome
-from chaos.model.experiment import HttpProbe, ProbeSpec
+from chaos.model._units import Duration
+from chaos.model.common import HttpUrl, Strict
+from chaos.probes.contract import ProbeContext, ProbeKind
+
+if TYPE_CHECKING:
+    import httpx
+
+    from chaos.engine.protocols import Outcome, Probe
+    from chaos.model.experiment import ProbeSpec
 
 _MISSING = object()
+
+
+class JsonExpect(Strict):
+    path: str = Field(description="dotted path into the JSON body, e.g. 'status' or 'checks.0.ok'")
+    equals: str | int | float | bool | None
+
+
+class HttpExpect(Strict):
+    status: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    body_contains: str | None = None
+    json_: JsonExpect | None = Field(default=None, alias="json")
+
+    @field_validator("status")
+    @classmethod
+    def _valid_status(cls, value: list[int]) -> list[int]:
+        for code in value:
+            if not 100 <= code <= 599:
+                raise ValueError(f"{code} is not an HTTP status code (100-599)")
+        return value
+
+
+class HttpProbe(Strict):
+    url: HttpUrl
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    timeout: Duration = 2.0
+    expect: HttpExpect = Field(default_factory=HttpExpect)
+    follow_redirects: bool = False
+    verify_tls: bool = True
+
+
+class HttpProbeKind(ProbeKind[HttpProbe]):
+    key: ClassVar[str] = "http"
+    params: ClassVar[type[Strict]] = HttpProbe
+    summary: ClassVar[str] = "one HTTP request per sample; ok on the expected status and body"
+
+    def describe(self, params: HttpProbe) -> str:
+        return f"{params.method} {params.url}"
+
+    def driver(self, spec: "ProbeSpec", ctx: ProbeContext) -> "Probe":
+        params = self.typed(spec)
+        # The shared client verifies TLS; a probe that opts out gets its own.
+        return HttpProbeDriver(spec, ctx.http_client(verify=params.verify_tls))
+
+
+KIND = HttpProbeKind()
 
 
 def json_path(data: Any, path: str) -> Any:
@@ -42,7 +95,9 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _connect_error(exc: httpx.HTTPError) -> str:
+def _connect_error(exc: "httpx.HTTPError") -> str:
+    import httpx
+
     text = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError):
         root = _root_cause(exc)
@@ -59,17 +114,20 @@ def _connect_error(exc: httpx.HTTPError) -> str:
 
 
 class HttpProbeDriver:
-    def __init__(self, spec: ProbeSpec, client: httpx.AsyncClient) -> None:
-        assert spec.http is not None
+    def __init__(self, spec: "ProbeSpec", client: "httpx.AsyncClient") -> None:
         self._spec = spec
-        self._http: HttpProbe = spec.http
+        self._http: HttpProbe = KIND.typed(spec)
         self._client = client
 
     @property
-    def spec(self) -> ProbeSpec:
+    def spec(self) -> "ProbeSpec":
         return self._spec
 
-    async def sample(self) -> Outcome:
+    async def sample(self) -> "Outcome":
+        import httpx
+
+        from chaos.engine.protocols import Outcome
+
         h = self._http
         started = time.perf_counter()
         try:

@@ -5,32 +5,132 @@ sample whose detail says what failed (it never raises), so SLOs treat an unreach
 like any other failing probe.
 """
 
-from __future__ import annotations
-
-import asyncio
+# No ``from __future__ import annotations``: pydantic reads the models' annotations.
 import time
-from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, ClassVar, Self
 
-from chaos.engine.protocols import Outcome
-from chaos.errors import ChaosError
-from chaos.model.experiment import KubernetesProbe, ProbeSpec
-from chaos.platform.kubernetes import KubeClient
+from pydantic import Field, field_validator, model_validator
+
+from chaos.faults.contract import Permission, PlatformName
+from chaos.model._units import Duration, NumberThreshold
+from chaos.model.common import Strict, exactly_one
+from chaos.probes.contract import ProbeContext, ProbeKind
+from chaos.units import Threshold, threshold_parser
+
+if TYPE_CHECKING:
+    from chaos.engine.protocols import Outcome, Probe
+    from chaos.model.experiment import ProbeSpec
+
+_CHECKS = ("deployment", "statefulset", "pods", "resource", "restarts")
+
+
+class WorkloadCheck(Strict):
+    """Available replicas of a Deployment or StatefulSet: a comparison, or ``== desired``."""
+
+    name: str
+    available: str = Field(default="== desired", description="'== desired' or e.g. '>= 2'")
+
+    @field_validator("available")
+    @classmethod
+    def _comparison(cls, value: str) -> str:
+        if value.replace(" ", "") not in ("==desired", "desired"):
+            threshold_parser("number")(value)
+        return value
+
+    def threshold(self, desired: int) -> Threshold:
+        if self.available.replace(" ", "") in ("==desired", "desired"):
+            return Threshold("==", float(desired), f"== desired ({desired})")
+        return threshold_parser("number")(self.available)
+
+
+class PodsCheck(Strict):
+    selector: dict[str, str] = Field(min_length=1, description="labels of the pods")
+    ready: NumberThreshold
+
+
+class ConditionCheck(Strict):
+    type: str
+    status: str = "True"
+
+
+class ResourceCheck(Strict):
+    api_version: str
+    kind: str
+    name: str
+    condition: ConditionCheck
+
+
+class RestartsCheck(Strict):
+    selector: dict[str, str] = Field(min_length=1)
+    max: int = Field(default=0, ge=0, description="restarts allowed across the selected pods")
+
+
+class KubernetesProbe(Strict):
+    namespace: str | None = Field(default=None, description="default: spec.target.namespace")
+    deployment: WorkloadCheck | None = None
+    statefulset: WorkloadCheck | None = None
+    pods: PodsCheck | None = None
+    resource: ResourceCheck | None = None
+    restarts: RestartsCheck | None = None
+    timeout: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _one_check(self) -> Self:
+        exactly_one(self, _CHECKS, "a kubernetes probe")
+        return self
+
+    @property
+    def check(self) -> str:
+        return next(name for name in _CHECKS if getattr(self, name) is not None)
+
+
+class KubernetesProbeKind(ProbeKind[KubernetesProbe]):
+    key: ClassVar[str] = "kubernetes"
+    params: ClassVar[type[Strict]] = KubernetesProbe
+    summary: ClassVar[str] = ("workload availability, ready pods, restarts or any resource "
+                              "condition, read from the API")
+    needs_platform: ClassVar[PlatformName | None] = "kubernetes"
+
+    def describe(self, params: KubernetesProbe) -> str:
+        return f"{params.check} in {params.namespace or 'the target namespace'}"
+
+    def namespace(self, params: KubernetesProbe) -> str | None:
+        return params.namespace
+
+    def permissions(self, params: KubernetesProbe) -> list[Permission]:
+        if params.deployment is not None:
+            return [Permission("get", "deployments", "apps")]
+        if params.statefulset is not None:
+            return [Permission("get", "statefulsets", "apps")]
+        if params.pods is not None or params.restarts is not None:
+            return [Permission("list", "pods")]
+        return []  # a resource condition: whatever the Role grants on that kind
+
+    def driver(self, spec: "ProbeSpec", ctx: ProbeContext) -> "Probe":
+        params = self.typed(spec)
+        return KubernetesProbeDriver(spec, ctx, ctx.namespace(params.namespace))
+
+
+KIND = KubernetesProbeKind()
 
 
 class KubernetesProbeDriver:
-    def __init__(self, spec: ProbeSpec, client: Callable[[], Awaitable[KubeClient]],
-                 namespace: str) -> None:
-        assert spec.kubernetes is not None
+    def __init__(self, spec: "ProbeSpec", ctx: ProbeContext, namespace: str) -> None:
         self._spec = spec
-        self._k: KubernetesProbe = spec.kubernetes
-        self._client = client
+        self._k = KIND.typed(spec)
+        self._ctx = ctx
         self._namespace = namespace
 
     @property
-    def spec(self) -> ProbeSpec:
+    def spec(self) -> "ProbeSpec":
         return self._spec
 
-    async def sample(self) -> Outcome:
+    async def sample(self) -> "Outcome":
+        import asyncio
+
+        from chaos.engine.protocols import Outcome
+        from chaos.errors import ChaosError
+
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._k.timeout):
@@ -43,7 +143,7 @@ class KubernetesProbeDriver:
         return Outcome(ok, time.perf_counter() - started, detail)
 
     async def _check(self) -> tuple[bool, str]:
-        client = await self._client()
+        client = await self._ctx.kube_client()
         k, ns = self._k, self._namespace
         if k.deployment is not None or k.statefulset is not None:
             check = k.deployment or k.statefulset

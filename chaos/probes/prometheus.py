@@ -14,26 +14,60 @@ The driver uses the run's shared httpx client unless the probe needs its own TLS
 (``verifyTls: false`` or ``caFile``); then it owns a client, which :meth:`aclose` closes.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: pydantic reads the models' annotations.
 import json
 import math
 import os
-import ssl
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-import httpx
+from pydantic import Field, model_validator
 
-from chaos.engine.protocols import Outcome
 from chaos.errors import InvalidInput
-from chaos.model.experiment import ProbeSpec, PrometheusProbe
-from chaos.probes.http import _connect_error
+from chaos.model._units import Duration, NumberThreshold
+from chaos.model.common import HttpUrl, Strict
+from chaos.probes.contract import ProbeContext, ProbeKind
 
-__all__ = ["PrometheusProbeDriver", "check_prometheus_env", "query_url"]
+if TYPE_CHECKING:
+    import httpx
+
+    from chaos.engine.protocols import Outcome, Probe
+    from chaos.model.experiment import ProbeSpec
+
+__all__ = ["PrometheusProbe", "PrometheusProbeDriver", "check_prometheus_env", "query_url"]
 
 _MAX_ERROR = 300
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class BasicAuthEnv(Strict):
+    """HTTP basic auth read from environment variables, so no secret lives in the experiment."""
+
+    username_env: str = Field(pattern=_ENV_NAME, description="env var holding the user name")
+    password_env: str = Field(pattern=_ENV_NAME, description="env var holding the password")
+
+
+class PrometheusProbe(Strict):
+    """An instant PromQL query; a sample is ok when its single value meets ``expect``."""
+
+    url: HttpUrl = Field(description="base URL of the Prometheus server, e.g. "
+                         "http://prometheus:9090")
+    query: str = Field(min_length=1, description="PromQL giving a scalar or a single series")
+    expect: NumberThreshold
+    timeout: Duration = 5.0
+    bearer_token_env: str | None = Field(
+        default=None, pattern=_ENV_NAME, description="env var holding a bearer token"
+    )
+    basic_auth: BasicAuthEnv | None = None
+    verify_tls: bool = True
+    ca_file: str | None = Field(default=None, description="PEM bundle to verify the server with")
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> Self:
+        if self.bearer_token_env is not None and self.basic_auth is not None:
+            raise ValueError("a prometheus probe takes bearerTokenEnv or basicAuth, not both")
+        return self
 
 
 def _missing_env(p: PrometheusProbe, environ: Mapping[str, str]) -> list[str]:
@@ -45,29 +79,55 @@ def _missing_env(p: PrometheusProbe, environ: Mapping[str, str]) -> list[str]:
     return [n for n in names if not environ.get(n)]
 
 
+def _env_problems(name: str, p: PrometheusProbe, environ: Mapping[str, str]) -> list[str]:
+    problems = [
+        f"probe '{name}': env var {var} is not set (or is empty); the prometheus probe reads "
+        "its credentials from it"
+        for var in _missing_env(p, environ)
+    ]
+    if p.ca_file is not None and not os.access(p.ca_file, os.R_OK):
+        problems.append(f"probe '{name}': caFile {p.ca_file} does not exist or is not readable")
+    return problems
+
+
+class PrometheusProbeKind(ProbeKind[PrometheusProbe]):
+    key: ClassVar[str] = "prometheus"
+    params: ClassVar[type[Strict]] = PrometheusProbe
+    summary: ClassVar[str] = "an instant PromQL query; ok when its one value meets expect"
+
+    def describe(self, params: PrometheusProbe) -> str:
+        return f"{params.query} {params.expect} at {params.url}"
+
+    def check_env(self, name: str, params: PrometheusProbe,
+                  environ: Mapping[str, str]) -> list[str]:
+        return _env_problems(name, params, environ)
+
+    def driver(self, spec: "ProbeSpec", ctx: ProbeContext) -> "Probe":
+        driver = PrometheusProbeDriver(spec, ctx.http_client())
+        if driver.owns_client:
+            ctx.on_close(driver.aclose)
+        return driver
+
+
+KIND = PrometheusProbeKind()
+
+
 def check_prometheus_env(
-    spec: ProbeSpec | Iterable[ProbeSpec], environ: Mapping[str, str] | None = None
+    spec: "ProbeSpec | Iterable[ProbeSpec]", environ: Mapping[str, str] | None = None
 ) -> None:
     """Raise InvalidInput when a prometheus probe's auth env var or CA file is missing.
 
     Takes one probe or several (``experiment.spec.probes``); probes of other kinds are ignored.
     Every problem is reported at once.
     """
+    from chaos.model.experiment import ProbeSpec
+
     env = os.environ if environ is None else environ
     specs = [spec] if isinstance(spec, ProbeSpec) else list(spec)
     problems: list[str] = []
     for s in specs:
-        p = s.prometheus
-        if p is None:
-            continue
-        for name in _missing_env(p, env):
-            problems.append(
-                f"probe '{s.name}': env var {name} is not set (or is empty); the prometheus "
-                "probe reads its credentials from it"
-            )
-        if p.ca_file is not None and not os.access(p.ca_file, os.R_OK):
-            problems.append(f"probe '{s.name}': caFile {p.ca_file} does not exist or is not "
-                            "readable")
+        if isinstance(s.params, PrometheusProbe):
+            problems += _env_problems(s.name, s.params, env)
     if problems:
         raise InvalidInput(
             "; ".join(problems),
@@ -88,7 +148,7 @@ def _labels(metric: object) -> str:
     return f"{name}{{{inner}}}"
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: "httpx.Response") -> str:
     """Prometheus' own ``error`` field when the body has one, else the start of the body."""
     try:
         data = response.json()
@@ -104,11 +164,14 @@ def _error_text(response: httpx.Response) -> str:
 
 
 class PrometheusProbeDriver:
-    def __init__(self, spec: ProbeSpec, client: httpx.AsyncClient) -> None:
-        assert spec.prometheus is not None
+    def __init__(self, spec: "ProbeSpec", client: "httpx.AsyncClient") -> None:
+        import ssl
+
+        import httpx
+
         check_prometheus_env(spec)
         self._spec = spec
-        self._prom: PrometheusProbe = spec.prometheus
+        self._prom: PrometheusProbe = KIND.typed(spec)
         self._url = query_url(self._prom.url)
         p = self._prom
         self._headers: dict[str, str] = {"Accept": "application/json"}
@@ -131,7 +194,7 @@ class PrometheusProbeDriver:
         self._client = self._owned or client
 
     @property
-    def spec(self) -> ProbeSpec:
+    def spec(self) -> "ProbeSpec":
         return self._spec
 
     @property
@@ -145,7 +208,12 @@ class PrometheusProbeDriver:
             await self._owned.aclose()
             self._owned = None
 
-    async def sample(self) -> Outcome:
+    async def sample(self) -> "Outcome":
+        import httpx
+
+        from chaos.engine.protocols import Outcome
+        from chaos.probes.http import _connect_error
+
         p = self._prom
         started = time.perf_counter()
         try:
@@ -166,7 +234,7 @@ class PrometheusProbeDriver:
         ok, detail = self._judge(response)
         return Outcome(ok, latency, detail)
 
-    def _judge(self, response: httpx.Response) -> tuple[bool, str]:
+    def _judge(self, response: "httpx.Response") -> tuple[bool, str]:
         p = self._prom
         if response.status_code != 200:
             hint = ""

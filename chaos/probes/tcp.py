@@ -1,26 +1,56 @@
 """TCP probe: a sample is ok when a connection to host:port opens within the timeout."""
 
-from __future__ import annotations
-
-import asyncio
-import contextlib
+# No ``from __future__ import annotations``: pydantic reads the models' annotations.
 import time
+from typing import TYPE_CHECKING, ClassVar
 
-from chaos.engine.protocols import Outcome
-from chaos.model.experiment import ProbeSpec
+from pydantic import Field
+
+from chaos.model._units import Duration
+from chaos.model.common import Strict
+from chaos.probes.contract import ProbeContext, ProbeKind
+
+if TYPE_CHECKING:
+    from chaos.engine.protocols import Outcome, Probe
+    from chaos.model.experiment import ProbeSpec
+
+
+class TcpProbe(Strict):
+    host: str
+    port: int = Field(ge=1, le=65535)
+    timeout: Duration = 2.0
+
+
+class TcpProbeKind(ProbeKind[TcpProbe]):
+    key: ClassVar[str] = "tcp"
+    params: ClassVar[type[Strict]] = TcpProbe
+    summary: ClassVar[str] = "open a TCP connection; ok when it opens within the timeout"
+
+    def describe(self, params: TcpProbe) -> str:
+        return f"connect {params.host}:{params.port}"
+
+    def driver(self, spec: "ProbeSpec", ctx: ProbeContext) -> "Probe":
+        return TcpProbeDriver(spec)
+
+
+KIND = TcpProbeKind()
 
 
 class TcpProbeDriver:
-    def __init__(self, spec: ProbeSpec) -> None:
-        assert spec.tcp is not None
+    def __init__(self, spec: "ProbeSpec") -> None:
         self._spec = spec
-        self._tcp = spec.tcp
+        self._tcp = KIND.typed(spec)
 
     @property
-    def spec(self) -> ProbeSpec:
+    def spec(self) -> "ProbeSpec":
         return self._spec
 
-    async def sample(self) -> Outcome:
+    async def sample(self) -> "Outcome":
+        import asyncio
+        import contextlib
+
+        from chaos.engine.protocols import Outcome
+
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._tcp.timeout):

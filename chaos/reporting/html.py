@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 
-from chaos.engine.orchestrator import exit_code
 from chaos.journal.record import FaultRecord, RunRecord, SampleRecord, SloRecord, Status
-from chaos.model._units import format_duration, threshold_parser
+from chaos.objectives import objective
 from chaos.reporting.markdown import (
+    effect_text,
+    exit_code_of,
     exit_meaning,
     fault_outcome,
     format_slo_value,
@@ -27,6 +28,7 @@ from chaos.reporting.markdown import (
     shorten,
     status_word,
 )
+from chaos.units import format_duration, threshold_parser
 
 # Chart geometry, in SVG user units (the SVG scales to the page width).
 _WIDTH = 1200
@@ -155,7 +157,10 @@ def _fault_windows(record: RunRecord, end: float) -> list[_Window]:
 
 
 def _latency_threshold(slo: SloRecord) -> float | None:
-    if not slo.objective.startswith("latency"):
+    try:
+        if objective(slo.objective).unit != "duration":
+            return None
+    except KeyError:
         return None
     try:
         return threshold_parser("duration")(slo.threshold).value
@@ -428,6 +433,11 @@ def _fault_table(record: RunRecord) -> str:
         inj_cell = _pill(injected, inj_kind)
         if f.injected_at:
             inj_cell += " " + _at(record, f.injected_at)
+        effect = effect_text(f)
+        eff_kind = ("bad" if f.not_in_effect else "ok" if f.verified_at else "muted")
+        eff_cell = (_pill(effect.split(":")[0], eff_kind)
+                    + (f'<div class="err">{escape(f.not_in_effect)}</div>' if f.not_in_effect
+                       else f'<div class="meta">{escape(f.effect or "")}</div>'))
         rev_cell = _pill(reverted, rev_kind)
         if f.reverted_at and not f.one_shot:
             rev_cell += " " + _at(record, f.reverted_at)
@@ -436,13 +446,13 @@ def _fault_table(record: RunRecord) -> str:
             f"<td>{escape(f.name)}</td>"
             f'<td>{escape(f.kind)}<div class="meta">{escape(f.description)}</div></td>'
             f"<td>{'<ul>' + targets + '</ul>' if targets else '-'}</td>"
-            f"<td class=num>{inj_cell}</td><td class=num>{rev_cell}</td>"
+            f"<td class=num>{inj_cell}</td><td>{eff_cell}</td><td class=num>{rev_cell}</td>"
             f"<td>{''.join(errors) or '-'}</td>"
             "</tr>"
         )
     return (
         "<table><thead><tr><th>fault</th><th>kind</th><th>targets</th><th>injected</th>"
-        "<th>reverted</th><th>errors</th></tr></thead><tbody>" + "".join(rows)
+        "<th>effect</th><th>reverted</th><th>errors</th></tr></thead><tbody>" + "".join(rows)
         + "</tbody></table>"
     )
 
@@ -491,7 +501,7 @@ def _errors(record: RunRecord) -> str:
 
 def render_html(record: RunRecord) -> str:
     """The run as one self-contained HTML document."""
-    code = exit_code(record)
+    code = exit_code_of(record)
     word = status_word(record)
     kind = "bad" if code == 4 else _STATUS_CLASS.get(record.status, "warn")
     title = f"{word}: {record.experiment} (run {record.run_id})"

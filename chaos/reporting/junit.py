@@ -1,7 +1,8 @@
 """A run record as JUnit XML, for CI systems (GitHub, GitLab, Jenkins) that show test results.
 
 One ``testsuite`` named after the experiment holds one ``testcase`` per SLO (classname ``slo``),
-one per fault revert (classname ``fault``, ``<fault> reverted``), the steady-state checks that
+two per fault (classname ``fault``: ``<fault> in effect``, seen on its target or not, and
+``<fault> reverted``), the steady-state checks that
 applied (``steady-state baseline``, ``steady-state recovery``) and ``experiment``, the overall
 verdict. Built with ElementTree so every attribute and text is escaped; characters XML 1.0 cannot
 hold (control characters from a command's output, say) are replaced first.
@@ -12,9 +13,10 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from chaos.engine.orchestrator import exit_code
+from chaos.journal.outcome import ExitCode
 from chaos.journal.record import FaultRecord, RunRecord, SloRecord, Status
 from chaos.reporting.markdown import (
+    exit_code_of,
     exit_meaning,
     format_slo_value,
     parse_time,
@@ -83,6 +85,26 @@ def _slo_case(suite: ET.Element, slo: SloRecord) -> _Case:
         case.skip(f"SLO '{slo.name}': no data; the probe recorded no usable samples ({what})")
     else:
         case.skip(f"SLO '{slo.name}' was not judged: the run stopped before its verdict")
+    return case
+
+
+def _effect_case(suite: ET.Element, record: RunRecord, fault: FaultRecord) -> _Case:
+    case = _Case(suite, "fault", f"{fault.name} in effect", fault.effect_seconds or 0.0)
+    targets = ", ".join(fault.targets) or "no targets"
+    if fault.injected_at is None:
+        case.skip(f"fault '{fault.name}' was never injected")
+    elif fault.not_in_effect:
+        case.fail(
+            f"fault '{fault.name}' ({fault.kind}) did not take effect: {fault.not_in_effect}",
+            "NotInEffect",
+            f"fault '{fault.name}' ({fault.kind}) did not take effect on {targets}\n"
+            f"cause: {fault.not_in_effect}",
+        )
+    elif fault.verified_at is None:
+        case.skip(f"fault '{fault.name}': the run stopped before its effect was seen")
+    else:
+        case.out(f"{fault.kind} on {targets} in effect after {fault.effect_seconds:g}s: "
+                 f"{fault.effect}")
     return case
 
 
@@ -158,9 +180,9 @@ def _breach_line(slo: SloRecord) -> str:
 
 def _experiment_case(suite: ET.Element, record: RunRecord) -> _Case:
     case = _Case(suite, "experiment", "experiment", record.duration or 0.0)
-    code = exit_code(record)
+    code = exit_code_of(record)
     summary = f"{status_word(record)} (exit {code}): {record.message}".rstrip(": ")
-    if code == 4:
+    if code == ExitCode.REVERT_FAILED:
         case.error(record.message or "a revert failed", "RevertFailed",
                    "\n".join([summary, *record.errors]))
     elif record.status in (Status.ERROR, Status.RUNNING):
@@ -178,7 +200,7 @@ def _experiment_case(suite: ET.Element, record: RunRecord) -> _Case:
 
 
 def _suite_out(record: RunRecord) -> str:
-    code = exit_code(record)
+    code = exit_code_of(record)
     lines = [f"{record.experiment}  run {record.run_id}  {status_word(record)} (exit {code})"
              f"  in {record.duration or 0:.1f}s"]
     if record.message:
@@ -204,11 +226,12 @@ def render_junit(record: RunRecord) -> str:
     suite = ET.SubElement(root, "testsuite", {"name": _clean(record.experiment)})
     props = ET.SubElement(suite, "properties")
     for key, value in (("run_id", record.run_id), ("status", str(record.status)),
-                       ("exit_code", str(exit_code(record))),
+                       ("exit_code", str(exit_code_of(record))),
                        ("experiment_file", record.experiment_file or "")):
         ET.SubElement(props, "property", {"name": key, "value": _clean(value)})
     cases = [_slo_case(suite, s) for s in record.slos]
-    cases += [_fault_case(suite, record, f) for f in record.faults]
+    for f in record.faults:
+        cases += [_effect_case(suite, record, f), _fault_case(suite, record, f)]
     cases += _steady_cases(suite, record)
     cases.append(_experiment_case(suite, record))
     outcomes = [c.outcome for c in cases]

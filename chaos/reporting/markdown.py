@@ -8,28 +8,10 @@ under 60 lines. The small formatting helpers here are shared with the JUnit and 
 from __future__ import annotations
 
 import datetime as dt
-import math
 
-from chaos.engine.orchestrator import exit_code
-from chaos.journal.record import FaultRecord, RunRecord, SloRecord, Status
-
-_STATUS_WORD = {
-    Status.RUNNING: "RUNNING",
-    Status.PASSED: "PASSED",
-    Status.DEVIATED: "DEVIATED",
-    Status.ABORTED: "ABORTED",
-    Status.INTERRUPTED: "INTERRUPTED",
-    Status.ERROR: "ERROR",
-}
-
-_EXIT_MEANING = {
-    0: "steady state held before, during and after",
-    1: "deviated: the steady state or the recovery check failed",
-    2: "invalid input: nothing was injected",
-    3: "aborted by the SLO guard; every fault was reverted",
-    4: "a revert failed: a fault may still be active",
-    130: "interrupted; every fault was reverted",
-}
+from chaos.journal.outcome import EXIT_MEANINGS, ExitCode, outcome_of
+from chaos.journal.record import FaultRecord, RunRecord, SloRecord
+from chaos.objectives import format_observed
 
 _MAX_CELL = 60
 _MAX_ERRORS = 5
@@ -39,25 +21,36 @@ _MAX_ERRORS = 5
 
 
 def status_word(record: RunRecord) -> str:
-    """PASSED, ABORTED, ...; a run whose revert failed says so, whatever its status."""
-    if exit_code(record) == 4:
-        return "REVERT FAILED"
-    return _STATUS_WORD.get(record.status, str(record.status).upper())
+    """PASSED, ABORTED, REVERT FAILED, ...: the word the run's outcome decided."""
+    return outcome_of(record).verdict
+
+
+def exit_code_of(record: RunRecord) -> int:
+    return int(outcome_of(record).exit_code)
 
 
 def exit_meaning(code: int) -> str:
-    return _EXIT_MEANING.get(code, "")
+    try:
+        return EXIT_MEANINGS[ExitCode(code)]
+    except ValueError:
+        return ""
 
 
 def format_slo_value(slo: SloRecord, value: float | None) -> str:
     """An observed SLO value in the unit of its objective: 87.5%, 412ms, 3."""
-    if value is None or math.isnan(value):
-        return "no data"
-    if slo.objective == "successRate":
-        return f"{value * 100:.1f}%"
-    if slo.objective.startswith("latency"):
-        return f"{value * 1000:.0f}ms"
-    return f"{value:g}"
+    return format_observed(slo.objective, value)
+
+
+def effect_text(fault: FaultRecord) -> str:
+    """Whether the fault's effect was seen on the target, in words."""
+    if fault.not_in_effect:
+        return f"NOT IN EFFECT: {fault.not_in_effect}"
+    if fault.verified_at is not None:
+        after = f" after {fault.effect_seconds:g}s" if fault.effect_seconds is not None else ""
+        return f"in effect{after}"
+    if fault.injected_at is not None:
+        return "not verified"
+    return "-"
 
 
 def parse_time(iso_ts: str | None) -> dt.datetime | None:
@@ -125,7 +118,7 @@ def _at(record: RunRecord, iso_ts: str | None) -> str:
 
 
 def render_markdown(record: RunRecord) -> str:
-    code = exit_code(record)
+    code = exit_code_of(record)
     lines = [
         f"**{status_word(record)}** (exit {code}): chaos experiment {_code(record.experiment)}, "
         f"run {_code(record.run_id)}, {record.duration or 0:.1f}s",
@@ -155,8 +148,8 @@ def render_markdown(record: RunRecord) -> str:
         lines.append("")
     if record.faults:
         lines += [
-            "| fault | kind | targets | injected | reverted | error |",
-            "|---|---|---|---|---|---|",
+            "| fault | kind | targets | injected | effect | reverted | error |",
+            "|---|---|---|---|---|---|---|",
         ]
         for f in record.faults:
             injected, reverted = fault_outcome(f)
@@ -168,9 +161,12 @@ def render_markdown(record: RunRecord) -> str:
             error = _cell("; ".join(errors), 80) if errors else "-"
             if f.revert_error:
                 error = f"**{error}**"
+            effect = _cell(effect_text(f), 80)
+            if f.not_in_effect:
+                effect = f"**{effect}**"
             lines.append(
                 f"| {_cell(f.name)} | {_cell(f.kind)} | {_cell(targets_text(f.targets), 50)} "
-                f"| {injected} | {reverted} | {error} |"
+                f"| {injected} | {effect} | {reverted} | {error} |"
             )
         lines.append("")
     if record.rollbacks:
@@ -193,6 +189,8 @@ def render_markdown(record: RunRecord) -> str:
 
 
 __all__ = [
+    "effect_text",
+    "exit_code_of",
     "exit_meaning",
     "fault_outcome",
     "format_slo_value",

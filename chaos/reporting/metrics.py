@@ -14,7 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 from chaos.errors import InvalidInput
-from chaos.journal.record import RunRecord, Status
+from chaos.journal.outcome import outcome_of
+from chaos.journal.record import RunRecord, Status, StopCause
 
 __all__ = ["CONTENT_TYPE", "METRIC_NAMES", "check_label_name", "render_run_metrics"]
 
@@ -29,6 +30,11 @@ _FAMILIES: dict[str, tuple[str, str]] = {
     "chaos_run_duration_seconds": ("gauge", "Wall-clock duration of the run."),
     "chaos_run_faults_injected": ("gauge", "Faults injected by the run."),
     "chaos_run_faults_reverted": ("gauge", "Faults the run reverted successfully."),
+    "chaos_run_exit_code": (
+        "gauge", "The run's exit code (0 passed, 1 deviated or error, 3 aborted, 4 revert "
+        "failed, 130 interrupted; see docs/metrics.md)."),
+    "chaos_run_faults_not_in_effect": (
+        "gauge", "Faults whose effect was not seen on their target: the run cannot pass."),
     "chaos_run_revert_failures": (
         "gauge", "Faults whose revert failed: they may still be active (see chaos recover)."),
     "chaos_run_aborted": (
@@ -138,9 +144,12 @@ def render_run_metrics(record: RunRecord, labels: dict[str, str]) -> str:
     out.add("chaos_run_faults_injected", _count(f.injected_at for f in record.faults))
     out.add("chaos_run_faults_reverted",
             _count(f.reverted_at for f in record.faults if not f.one_shot))
+    out.add("chaos_run_faults_not_in_effect", _count(f.not_in_effect for f in record.faults))
     out.add("chaos_run_revert_failures", _count(f.revert_error for f in record.faults))
+    out.add("chaos_run_exit_code", float(outcome_of(record).exit_code))
 
-    aborted = record.status is Status.ABORTED
+    aborted = record.abort is not None and record.abort.cause in (
+        StopCause.SLO_BREACH, StopCause.MAX_DURATION)
     slo = (record.abort.slo or "") if (aborted and record.abort is not None) else ""
     out.add("chaos_run_aborted", 1.0 if aborted else 0.0, slo=slo)
     if aborted and record.abort is not None:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from chaos.engine.slo import format_observed
-from chaos.journal.record import RunRecord
-from chaos.model._units import format_duration
-from chaos.model.experiment import Experiment, ProbeSpec, SloSpec
+from typing import TYPE_CHECKING
 
-_VERDICT = {
-    "passed": "PASSED",
-    "deviated": "DEVIATED",
-    "aborted": "ABORTED",
-    "interrupted": "INTERRUPTED",
-    "error": "ERROR",
-}
+from chaos.journal.outcome import outcome_of
+from chaos.journal.record import RunRecord
+from chaos.objectives import format_observed
+from chaos.units import format_duration
+
+if TYPE_CHECKING:
+    from chaos.model.experiment import Experiment
 
 
 #: Scheduling lag (p99) above which the summary warns that the guard ran late.
@@ -24,12 +21,12 @@ def _time(iso_ts: str | None) -> str:
     return iso_ts[11:23] if iso_ts else "-"
 
 
-def render_summary(record: RunRecord, experiment: Experiment, exit_code: int,
-                   journal: str | None = None) -> str:
+def render_summary(record: RunRecord, experiment: Experiment, journal: str | None = None) -> str:
     lines: list[str] = []
-    verdict = _VERDICT.get(str(record.status), str(record.status).upper())
+    outcome = outcome_of(record)
     lines.append(
-        f"{record.experiment}  run {record.run_id}  {verdict} (exit {exit_code})"
+        f"{record.experiment}  run {record.run_id}  {outcome.verdict} "
+        f"(exit {int(outcome.exit_code)})"
         f"  in {record.duration or 0:.1f}s"
     )
     if record.message:
@@ -45,6 +42,12 @@ def render_summary(record: RunRecord, experiment: Experiment, exit_code: int,
                 state = "not injected"
             else:
                 state = f"injected {_time(f.injected_at)}  reverted {_time(f.reverted_at)}"
+            if f.verified_at is not None:
+                state += f"  in effect after {f.effect_seconds or 0:g}s"
+            elif f.not_in_effect:
+                state += f"  NOT IN EFFECT: {f.not_in_effect}"
+            elif f.injected_at is not None:
+                state += "  effect not verified"
             if f.inject_error:
                 state += f"  INJECT FAILED: {f.inject_error}"
             if f.revert_error:
@@ -56,11 +59,9 @@ def render_summary(record: RunRecord, experiment: Experiment, exit_code: int,
                 lines.append(f"      ... and {len(f.targets) - 5} more")
     if record.slos:
         lines.append("SLOs:")
-        specs: dict[str, SloSpec] = {s.name: s for s in experiment.spec.slos}
         for s in record.slos:
             mark = {"passed": "ok ", "breached": "XX ", "no-data": "?? "}.get(s.verdict, "-- ")
-            spec = specs.get(s.name)
-            observed = format_observed(spec, s.observed) if spec else str(s.observed)
+            observed = format_observed(s.objective, s.observed)
             where = f" ({s.breach_phase})" if s.breach_phase else ""
             lines.append(
                 f"  {mark}{s.name:<18} {s.objective:<20} {s.threshold:<10} observed "
@@ -94,23 +95,6 @@ def render_summary(record: RunRecord, experiment: Experiment, exit_code: int,
     return "\n".join(lines)
 
 
-def _probe_target(probe: ProbeSpec) -> str:
-    if probe.http is not None:
-        return f"{probe.http.method} {probe.http.url}"
-    if probe.tcp is not None:
-        return f"connect {probe.tcp.host}:{probe.tcp.port}"
-    if probe.command is not None:
-        return " ".join(probe.command.argv)
-    if probe.prometheus is not None:
-        return f"{probe.prometheus.query} {probe.prometheus.expect} at {probe.prometheus.url}"
-    if probe.kubernetes is not None:
-        k = probe.kubernetes
-        check = next(name for name in ("deployment", "statefulset", "pods", "resource",
-                                       "restarts") if getattr(k, name) is not None)
-        return f"{check} in {k.namespace or 'the target namespace'}"
-    return ""
-
-
 def render_plan(experiment: Experiment, faults: list[tuple[str, str, list[str]]]) -> str:
     """``faults`` holds (fault name, what it does, resolved targets) in declaration order."""
     spec = experiment.spec
@@ -128,13 +112,13 @@ def render_plan(experiment: Experiment, faults: list[tuple[str, str, list[str]]]
             lines.append(f"  {p.name}: {p.listen} -> {p.upstream}")
     lines.append("probes:")
     for probe in spec.probes:
-        lines.append(f"  {probe.name}: {probe.kind} {_probe_target(probe)} every "
+        lines.append(f"  {probe.name}: {probe.kind.key} {probe.kind.describe(probe.params)} every "
                      f"{format_duration(probe.interval)}")
     if spec.slos:
         lines.append("SLOs (the guard aborts and reverts on breach):")
         for s in spec.slos:
             lines.append(
-                f"  {s.name}: {s.objective} {s.threshold} on {s.probe} over "
+                f"  {s.name}: {s.objective.key} {s.threshold} on {s.probe} over "
                 f"{format_duration(s.window)}, abort after {s.abort_after}"
             )
     lines.append("faults:")
@@ -145,13 +129,11 @@ def render_plan(experiment: Experiment, faults: list[tuple[str, str, list[str]]]
         f = by_name[name]
         when = f"at +{format_duration(f.at)}"
         when += f" for {format_duration(f.duration)}" if f.duration is not None else " (one-shot)"
-        lines.append(f"  {name} [{f.kind_name}] {when}: {what}")
+        lines.append(f"  {name} [{f.kind.key}] {when}: {what}")
         for target in targets:
             lines.append(f"      will touch: {target}")
     if spec.rollbacks:
         lines.append("rollbacks (always run at the end):")
         for r in spec.rollbacks:
-            detail = " ".join(r.command.argv) if r.command else (
-                f"{r.http.method} {r.http.url}" if r.http else "")
-            lines.append(f"  {r.name}: {detail}")
+            lines.append(f"  {r.name}: {r.describe()}")
     return "\n".join(lines)

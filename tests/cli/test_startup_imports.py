@@ -49,11 +49,13 @@ with open(out, "w") as fh:
     json.dump({"code": code, "early": early, "modules": sorted(sys.modules)}, fh)
 """
 
-# Only a run (or plan/recover/report) needs these.
+# Only a run (or plan/recover/report) needs these. Validating loads the fault and probe kind
+# modules (they own their parameter models) but none of the drivers they use to run.
 RUN_ONLY = (
-    "asyncio", "httpx", "httpcore", "anyio", "h11", "structlog", "tenacity", "kubernetes",
-    "chaos.cli.runner", "chaos.cli.output", "chaos.engine", "chaos.faults", "chaos.platform",
-    "chaos.probes", "chaos.journal", "chaos.reporting",
+    "asyncio", "httpx", "httpcore", "anyio", "h11", "structlog", "tenacity", "kubernetes", "ssl",
+    "chaos.cli.runner", "chaos.cli.output", "chaos.engine", "chaos.faults._ephemeral",
+    "chaos.faults.recovery", "chaos.targets", "chaos.platform", "chaos.journal.wal",
+    "chaos.journal.outcome", "chaos.reporting",
 )
 # Nor does help need the experiment models, YAML or pydantic.
 MODEL = ("pydantic", "pydantic_core", "yaml", "chaos.model")

@@ -7,7 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chaos.engine.protocols import Outcome
-from chaos.errors import InjectFailed, RevertFailed, TargetNotFound, TransientError
+from chaos.errors import (
+    FaultNotInEffect,
+    InjectFailed,
+    RevertFailed,
+    TargetNotFound,
+    TransientError,
+)
 from chaos.model.experiment import FaultSpec, ProbeSpec, RollbackSpec
 
 
@@ -22,6 +28,12 @@ class World:
     missing_targets: set[str] = field(default_factory=set)
     rollback_fails: set[str] = field(default_factory=set)
     transient_reverts: dict[str, int] = field(default_factory=dict)
+    #: Faults whose inject "succeeds" but whose effect never shows on the target.
+    no_effect: set[str] = field(default_factory=set)
+    #: Faults whose effect shows only after this many seconds.
+    effect_delay: dict[str, float] = field(default_factory=dict)
+    #: Faults whose effect stays after their revert.
+    sticky: set[str] = field(default_factory=set)
 
     def note(self, what: str) -> None:
         self.log.append((asyncio.get_running_loop().time(), what))
@@ -72,11 +84,15 @@ class FakeFault:
     def one_shot(self) -> bool:
         return self._one_shot
 
+    @property
+    def kind(self) -> str:
+        return self._spec.kind.key
+
     def targets(self) -> list[str]:
         return [f"fake-target-of-{self._spec.name}"]
 
     def describe(self) -> str:
-        return f"fake {self._spec.kind_name}"
+        return f"fake {self._spec.kind.key}"
 
     def revert_state(self) -> dict[str, object]:
         return {"fake": self._spec.name}
@@ -90,6 +106,23 @@ class FakeFault:
             raise InjectFailed(f"cannot inject {self._spec.name}")
         if not self._one_shot:
             self.world.active.add(self._spec.name)
+
+    async def verify(self, within: float) -> str:
+        """Looks at the fake target: the effect shows (after ``effect_delay``) unless the fault
+        is in ``no_effect``."""
+        name = self._spec.name
+        wait = self.world.effect_delay.get(name, 0.0)
+        if name in self.world.no_effect or wait > within:
+            await asyncio.sleep(within)
+            raise FaultNotInEffect(f"fake-target-of-{name}: the effect never showed")
+        await asyncio.sleep(wait)
+        self.world.note(f"verified:{name}")
+        return f"fake effect of {name} seen"
+
+    async def verify_reverted(self, within: float) -> str:
+        if self._spec.name in self.world.sticky:
+            raise RevertFailed(f"fake-target-of-{self._spec.name}: the effect is still there")
+        return "gone"
 
     async def revert(self) -> None:
         self.world.note(f"revert:{self._spec.name}")
@@ -113,14 +146,19 @@ class FakePlatform:
         self.latency = latency
         self.prepared = False
         self.closed = False
+        self.stop: Callable[[str], None] | None = None
 
-    async def prepare(self) -> None:
+    async def preflight(self) -> None:
+        return None
+
+    async def prepare(self, stop: Callable[[str], None]) -> None:
         self.prepared = True
+        self.stop = stop
 
     async def plan_fault(self, spec: FaultSpec) -> FakeFault:
         if spec.name in self.world.missing_targets:
             raise TargetNotFound(f"no process matches for {spec.name}")
-        return FakeFault(spec, self.world, one_shot=spec.kind == "process_kill")
+        return FakeFault(spec, self.world, one_shot=spec.kind.one_shot(spec.params))
 
     def probe(self, spec: ProbeSpec) -> FakeProbe:
         return FakeProbe(spec, self.world, self.health, self.latency)

@@ -9,7 +9,7 @@ import pytest
 from fakeloop import run_virtual
 from fakes import FakePlatform, World
 
-from chaos.engine.orchestrator import Orchestrator, RunOptions, exit_code
+from chaos.engine.orchestrator import Orchestrator, RunOptions
 from chaos.engine.state import Phase
 from chaos.journal.record import RunRecord, Status
 from chaos.model import Experiment, load_experiment_text
@@ -59,7 +59,7 @@ def test_healthy_run_passes_and_walks_every_phase() -> None:
     world = World()
     record, orch = run(experiment(), FakePlatform(world))
     assert record.status is Status.PASSED
-    assert exit_code(record) == 0
+    assert record.exit_code == 0
     assert orch.state.history == [
         Phase.PREFLIGHT, Phase.BASELINE, Phase.INJECTING, Phase.OBSERVING, Phase.REVERTING,
         Phase.RECOVERING, Phase.REPORTING, Phase.DONE,
@@ -82,7 +82,7 @@ def test_breach_aborts_within_one_interval_and_reverts_in_reverse_order() -> Non
     platform = FakePlatform(world, health=lambda w, t: "pause" not in w.active)
     record, _ = run(experiment(), platform)
     assert record.status is Status.ABORTED
-    assert exit_code(record) == 3
+    assert record.exit_code == 3
     assert record.abort is not None and record.abort.slo == "avail"
     paused = world.times("inject:pause")[0]
     reverted = world.times("revert:pause")[0]
@@ -111,7 +111,7 @@ def test_breach_at_baseline_means_not_steady_nothing_injected_exit_1() -> None:
     world = World()
     record, orch = run(experiment(), FakePlatform(world, health=lambda w, t: False))
     assert record.status is Status.DEVIATED
-    assert exit_code(record) == 1
+    assert record.exit_code == 1
     assert "before any fault" in record.message and "avail" in record.message
     assert not [w for _, w in world.log if w.startswith("inject:")]
     assert Phase.INJECTING not in orch.state.history
@@ -137,7 +137,7 @@ def test_recovery_check_failure_is_deviated() -> None:
         "window: 2s}\n    - {name: lat", "window: 2s, abortAfter: 1000}\n    - {name: lat"))
     record, _ = run(strict, FakePlatform(World(), health=health))
     assert record.status is Status.DEVIATED
-    assert exit_code(record) == 1
+    assert record.exit_code == 1
     assert "recovery check failed" in record.message
     avail = next(s for s in record.slos if s.name == "avail")
     assert avail.verdict == "breached" and avail.breach_phase == "recovering"
@@ -147,7 +147,7 @@ def test_interrupt_reverts_everything_runs_rollbacks_exit_130() -> None:
     world = World()
     record, _ = run(experiment(), FakePlatform(world), interrupt_at=[8.5, 8.6])
     assert record.status is Status.INTERRUPTED
-    assert exit_code(record) == 130
+    assert record.exit_code == 130
     assert world.active == set()
     assert set(world.times("revert:slow")) and set(world.times("revert:pause"))
     assert [r.name for r in record.rollbacks] == ["restore"]
@@ -157,7 +157,7 @@ def test_inject_failure_stops_and_reverts_the_others() -> None:
     world = World(fail_inject={"pause"})
     record, _ = run(experiment(), FakePlatform(world))
     assert record.status is Status.ERROR
-    assert exit_code(record) == 1
+    assert record.exit_code == 1
     assert world.active == set()
     pause = next(f for f in record.faults if f.name == "pause")
     assert pause.inject_error and "cannot inject" in pause.inject_error
@@ -167,7 +167,7 @@ def test_inject_failure_stops_and_reverts_the_others() -> None:
 def test_revert_failure_is_exit_4_and_names_the_fault() -> None:
     world = World(fail_revert={"slow"})
     record, _ = run(experiment(), FakePlatform(world))
-    assert exit_code(record) == 4
+    assert record.exit_code == 4
     slow = next(f for f in record.faults if f.name == "slow")
     assert slow.revert_error and slow.outstanding
     assert "REVERT FAILED for: slow" in record.message
@@ -180,7 +180,7 @@ def test_missing_target_fails_preflight_exit_2_touching_nothing() -> None:
     platform = FakePlatform(world)
     record, orch = run(experiment(), platform)
     assert record.status is Status.ERROR
-    assert exit_code(record) == 2
+    assert record.exit_code == 2
     assert not platform.prepared
     assert world.log == []  # no inject, no rollback
     assert orch.state.history == [Phase.PREFLIGHT, Phase.REPORTING, Phase.DONE]
@@ -300,7 +300,7 @@ def test_intent_is_logged_before_inject_and_outcomes_after() -> None:
     assert kinds[0] == ("start", None) and kinds[-1] == ("end", None)
     for name in ("slow", "pause"):
         seq = [k for k, f in kinds if f == name]
-        assert seq == ["intent", "applied", "reverted"]
+        assert seq == ["intent", "applied", "verified", "reverted"]
     intent = next(r for r in log.records if r["type"] == "intent")
     assert intent["target_keys"] == ["fake:slow"] and intent["revert_state"]
 
@@ -327,7 +327,7 @@ def test_permanent_revert_failure_is_not_retried() -> None:
     world = World(fail_revert={"slow"})
     record, _ = run(experiment(), FakePlatform(world))
     assert len(world.times("revert:slow")) == 1
-    assert exit_code(record) == 4
+    assert record.exit_code == 4
 
 
 def test_claim_targets_refusal_stops_before_anything() -> None:
@@ -344,7 +344,7 @@ def test_claim_targets_refusal_stops_before_anything() -> None:
                         RunOptions(run_id="r", claim_targets=claim))
     record = run_virtual(orch.run())
     assert claimed == [["fake:pause", "fake:slow"]]
-    assert exit_code(record) == 2 and world.log == []
+    assert record.exit_code == 2 and world.log == []
     assert "chaos recover" in record.errors[0]
 
 
@@ -368,3 +368,93 @@ def test_unexpected_driver_exception_mid_run_still_reverts_and_finishes() -> Non
     assert world.active == set()
     assert orch.state.phase is Phase.DONE
     assert Phase.REVERTING in orch.state.history
+
+
+# ------------------------------------------------------------------ a fault must be seen in effect
+
+
+def test_fault_that_never_takes_effect_is_an_error_never_a_pass() -> None:
+    world = World(no_effect={"pause"})
+    exp = experiment(**{"baseline: 5s": "baseline: 5s\n  limits: {verifyTimeout: 2s}"})
+    record, orch = run(exp, FakePlatform(world))
+    assert record.status is Status.ERROR and record.exit_code == 1
+    assert record.verdict == "ERROR"
+    pause = next(f for f in record.faults if f.name == "pause")
+    assert pause.not_in_effect and "the effect never showed" in pause.not_in_effect
+    assert pause.verified_at is None and pause.reverted_at is not None
+    assert record.abort is not None and record.abort.cause == "not-in-effect"
+    assert "fault 'pause' did not take effect" in record.message
+    # The run stopped injecting, reverted what it had, and ran its rollbacks.
+    assert world.active == set()
+    assert [r.name for r in record.rollbacks] == ["restore"]
+    assert Phase.RECOVERING not in orch.state.history
+
+
+def test_not_in_effect_is_found_within_the_verify_timeout() -> None:
+    world = World(no_effect={"slow"})
+    exp = experiment(**{"baseline: 5s": "baseline: 5s\n  limits: {verifyTimeout: 3s}"})
+    record, _ = run(exp, FakePlatform(world))
+    assert record.abort is not None
+    # slow goes in at baseline (5 s) + 2 s; not seen for 3 s: the run stops at 10 s.
+    assert record.abort.t == pytest.approx(10.0, abs=0.05)
+
+
+def test_time_to_effect_is_recorded_and_verification_does_not_hold_the_timeline() -> None:
+    world = World(effect_delay={"slow": 2.5})
+    record, _ = run(experiment(), FakePlatform(world))
+    assert record.status is Status.PASSED
+    slow = next(f for f in record.faults if f.name == "slow")
+    pause = next(f for f in record.faults if f.name == "pause")
+    assert slow.effect_seconds == pytest.approx(2.5, abs=0.01)
+    assert pause.effect_seconds == pytest.approx(0.0, abs=0.01)
+    assert slow.effect == "fake effect of slow seen"
+    # pause went in at its own time (1 s after slow), while slow was still being verified.
+    assert world.times("inject:pause")[0] - world.times("inject:slow")[0] == pytest.approx(1.0)
+
+
+def test_effect_not_seen_before_the_fault_ends_is_an_error() -> None:
+    world = World(effect_delay={"slow": 20.0})
+    record, _ = run(experiment(), FakePlatform(world))
+    slow = next(f for f in record.faults if f.name == "slow")
+    assert record.status is Status.ERROR and record.exit_code == 1
+    assert slow.not_in_effect is not None
+
+
+def test_one_shot_fault_is_verified_before_the_verdict() -> None:
+    text = BASE.replace(
+        "- {name: pause, at: 3s, duration: 10s, processPause: {target: {pid: 1}}}",
+        "- {name: kill, at: 3s, processKill: {target: {pid: 1}}}",
+    )
+    world = World(no_effect={"kill"})
+    record, _ = run(experiment(text), FakePlatform(world))
+    kill = next(f for f in record.faults if f.name == "kill")
+    assert kill.not_in_effect and record.status is Status.ERROR and record.exit_code == 1
+
+
+def test_effect_still_there_after_revert_is_a_revert_failure_everywhere() -> None:
+    world = World(sticky={"slow"})
+    record, _ = run(experiment(), FakePlatform(world))
+    assert record.exit_code == 4
+    assert record.status is Status.ERROR and record.verdict == "REVERT FAILED"
+    assert record.message.startswith("REVERT FAILED for: slow")
+    slow = next(f for f in record.faults if f.name == "slow")
+    assert "still there" in (slow.revert_error or "")
+
+
+def test_platform_that_loses_its_hold_stops_the_run_and_reverts() -> None:
+    world = World()
+    platform = FakePlatform(world)
+    orch = Orchestrator(experiment(), platform, RunOptions(run_id="r"))
+
+    async def main() -> RunRecord:
+        loop = asyncio.get_running_loop()
+        loop.call_later(9.0, lambda: platform.stop and platform.stop(
+            "the run lost its Lease shop/chaos-runner: held by someone-else"))
+        return await orch.run()
+
+    record = run_virtual(main())
+    assert record.status is Status.ERROR and record.exit_code == 1
+    assert record.abort is not None and record.abort.cause == "platform-lost"
+    assert "lost its Lease" in record.message
+    assert world.active == set()
+    assert [r.name for r in record.rollbacks] == ["restore"]

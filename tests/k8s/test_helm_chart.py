@@ -140,8 +140,9 @@ def expected_rules(
     if "podKillEviction" in faults:
         rules.add(("", "pods/eviction", "create"))
     if faults & {"networkLatency", "cpuStress"}:
-        rules |= {("", "pods", "get"), ("", "pods", "patch"),
-                  ("", "pods/ephemeralcontainers", "patch")}
+        # read the pods, add the helper (and undo) container, read its log to confirm it
+        rules |= {("", "pods", "get"), ("", "pods/ephemeralcontainers", "patch"),
+                  ("", "pods/log", "get")}
     if workloads:
         rules |= {("apps", "deployments", "get"), ("apps", "statefulsets", "get")}
     if owners:
@@ -244,6 +245,22 @@ def _merged(case: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def test_chart_rules_are_generated_from_the_fault_registry() -> None:
+    """The chart's per-fault rules (files/fault-rules.json) and the fault names its schema
+    accepts are what the runner's kinds declare: a new kind, or a changed permission, without
+    regenerating the file fails here. Regenerate with `chaos kinds --chart-rules`."""
+    from chaos.cli.kinds import chart_rules
+    from chaos.faults.registry import FAULT_KINDS
+
+    committed = json.loads((CHART / "files" / "fault-rules.json").read_text())
+    assert committed == chart_rules(), "run: chaos kinds --chart-rules > " \
+        "charts/chaos-runner/files/fault-rules.json"
+    names = {name for kind in FAULT_KINDS for name in kind.chart_variants}
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    enum = schema["definitions"]["experiment"]["properties"]["faults"]["items"]["enum"]
+    assert set(enum) == names == set(FAULTS)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

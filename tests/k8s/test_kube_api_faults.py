@@ -528,8 +528,8 @@ def test_a_concurrent_pod_kill_survives_faults_and_names_its_run(
     """The kill sends its deletes several at a time; lost responses, 500s and dropped
     connections on any of them are retried (uid precondition: no replacement is hit), every pod
     goes, and every request says which run made it (what an audit log would attribute)."""
-    from chaos.faults.kubernetes import KubePlatform
     from chaos.model import load_experiment_text
+    from chaos.targets.kubernetes import KubePlatform
 
     ns = k8s_namespace
     names = [f"p{i:02d}" for i in range(24)]

@@ -23,9 +23,9 @@ from test_kube_client import (
     wait_until,
 )
 
-from chaos.faults.kubernetes import KubePlatform
 from chaos.model import load_experiment_text
 from chaos.platform.kubernetes import KubeClient
+from chaos.targets.kubernetes import KubePlatform
 
 pytestmark = pytest.mark.k8s
 REPO = Path(__file__).resolve().parents[2]

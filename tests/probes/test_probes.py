@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 from chaos.model.experiment import ProbeSpec
-from chaos.probes import CommandProbeDriver, HttpProbeDriver, TcpProbeDriver
+from chaos.probes.command import CommandProbeDriver
+from chaos.probes.http import HttpProbeDriver
+from chaos.probes.tcp import TcpProbeDriver
 
 
 class Handler(BaseHTTPRequestHandler):

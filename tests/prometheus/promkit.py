@@ -21,7 +21,7 @@ import pytest
 
 from chaos.engine.protocols import Outcome
 from chaos.model.experiment import ProbeSpec
-from chaos.probes import PrometheusProbeDriver
+from chaos.probes.prometheus import PrometheusProbeDriver
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRAPE_INTERVAL = "1s"

@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from chaos.engine.protocols import Outcome
 from chaos.errors import InvalidInput
-from chaos.faults.local import LocalPlatform
 from chaos.model import load_experiment
 from chaos.model.experiment import Experiment, ProbeSpec
-from chaos.probes import PrometheusProbeDriver, check_prometheus_env
+from chaos.probes.prometheus import PrometheusProbeDriver, check_prometheus_env
+from chaos.targets.local import LocalPlatform
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -95,3 +95,10 @@ def deviated_record() -> RunRecord:
 @pytest.fixture
 def preflight_failed_record() -> RunRecord:
     return run_experiment(FakePlatform(World(missing_targets={"pause"}), latency=_latency))
+
+
+@pytest.fixture
+def not_in_effect_record() -> RunRecord:
+    """A fault is injected but its effect never shows: status error, every fault reverted."""
+    text = EXPERIMENT.replace("recovery: 5s", "recovery: 5s\n  limits: {verifyTimeout: 2s}")
+    return run_experiment(FakePlatform(World(no_effect={"pause"}), latency=_latency), text)

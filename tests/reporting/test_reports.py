@@ -137,7 +137,7 @@ def test_markdown_aborted_run(aborted_record: RunRecord) -> None:
     assert any(line.startswith("**Abort reason**") and aborted_record.abort.reason in line
                for line in lines)
     assert "| SLO | objective | threshold | observed | verdict |" in lines
-    assert "| fault | kind | targets | injected | reverted | error |" in lines
+    assert "| fault | kind | targets | injected | effect | reverted | error |" in lines
     assert "| rollback | result | detail |" in lines
     avail = next(line for line in lines if line.startswith("| avail |"))
     assert "87.5%" in avail and ">= 90%" in avail and "**breached** (observing)" in avail
@@ -153,12 +153,10 @@ def test_markdown_aborted_run(aborted_record: RunRecord) -> None:
 @pytest.mark.parametrize("name", RECORDS)
 def test_markdown_verdict_line_matches_exit_code(name: str, request: pytest.FixtureRequest
                                                  ) -> None:
-    from chaos.engine.orchestrator import exit_code
-
     record: RunRecord = request.getfixturevalue(name)
     md = render_markdown(record)
     assert re.match(r"\*\*[A-Z ]+\*\* \(exit \d+\)", md)
-    assert f"(exit {exit_code(record)})" in md.splitlines()[0]
+    assert f"**{record.verdict}** (exit {record.exit_code})" in md.splitlines()[0]
     assert len(md.splitlines()) < 60
 
 
@@ -176,7 +174,7 @@ def test_markdown_cells_cannot_break_the_table(aborted_record: RunRecord) -> Non
     row = next(line for line in render_markdown(record).splitlines() if line.startswith("| a\\|b"))
     assert "a\\|b" in row and "\n" not in row
     assert len(row) < 300
-    assert row.replace("\\|", "").count("|") == 7
+    assert row.replace("\\|", "").count("|") == 8
 
 
 # ------------------------------------------------------------------------------ HTML

@@ -312,10 +312,12 @@ class KubeClient:
         query: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        text: bool = False,
     ) -> JSON:
-        """One HTTP request (blocking); a non-2xx response raises :class:`HttpFailure`."""
+        """One HTTP request (blocking); a non-2xx response raises :class:`HttpFailure`.
+        ``text``: the body is plain text (pod logs), returned as ``{"text": ...}``."""
         resource_path = f"{path}?{urlencode(query)}" if query else path
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "text/plain" if text else "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
         _, url, headers, body, _ = self._api.param_serialize(
@@ -330,13 +332,16 @@ class KubeClient:
             _request_timeout=self._retry.request_timeout,
         )  # fmt: skip
         raw = response.read()
-        text = raw.decode("utf-8", "replace") if raw else ""
+        body_text = raw.decode("utf-8", "replace") if raw else ""
         status = int(response.status)
         if not 200 <= status <= 299:
-            raise HttpFailure(status, str(response.reason or ""), text, dict(response.headers))
-        if not text:
+            raise HttpFailure(status, str(response.reason or ""), body_text,
+                              dict(response.headers))
+        if text:
+            return {"text": body_text}
+        if not body_text:
             return {}
-        parsed = json.loads(text)
+        parsed = json.loads(body_text)
         return parsed if isinstance(parsed, dict) else {"value": parsed}
 
     async def _call(self, action: str, target: str, fn: Callable[[int], T]) -> T:
@@ -490,11 +495,15 @@ class KubeClient:
     # Ephemeral containers
     # ------------------------------------------------------------------------------------------
 
-    async def add_ephemeral_container(self, pod: PodRef, container: dict[str, Any]) -> None:
+    async def add_ephemeral_container(self, pod: PodRef, container: dict[str, Any], *,
+                                      dry_run: bool = False) -> None:
         """Add ``container`` to this pod's ``spec.ephemeralContainers`` (the pods/
         ephemeralcontainers subresource; a strategic merge keyed by container name, so a retry
         of the same container is a no-op). The API refuses changing an existing one (Invalid)
-        and Pod Security may refuse capabilities such as NET_ADMIN (Forbidden)."""
+        and Pod Security may refuse capabilities such as NET_ADMIN (Forbidden).
+
+        ``dry_run``: the API server runs validation and admission (Pod Security, OpenShift SCC,
+        webhooks) and persists nothing, so preflight learns of a refusal before any change."""
         name = str(container.get("name", ""))
         if not name:
             raise InvalidInput("an ephemeral container needs a name")
@@ -504,12 +513,15 @@ class KubeClient:
             "spec": {"ephemeralContainers": [container]},
         }
         path = _path("v1", "pods", pod.namespace, pod.name, "ephemeralcontainers")
-        action, target = f"add ephemeral container {name} to pod", f"{pod.namespace}/{pod.name}"
+        action = f"{'dry-run ' if dry_run else ''}add ephemeral container {name} to pod"
+        target = f"{pod.namespace}/{pod.name}"
+        query = {"dryRun": "All"} if dry_run else None
 
         def add(_: int) -> None:
             try:
                 self._request(
-                    "PATCH", path, body=patch, content_type="application/strategic-merge-patch+json"
+                    "PATCH", path, query=query, body=patch,
+                    content_type="application/strategic-merge-patch+json",
                 )
             except HttpFailure as failure:
                 if failure.status == 422 and "metadata.uid" in failure.body:
@@ -523,8 +535,9 @@ class KubeClient:
 
         await self._call(action, target, add)
 
-    async def ephemeral_containers(self, pod: PodRef) -> list[dict[str, Any]]:
-        """This pod's ephemeral containers as the API stores them (``spec``)."""
+    async def pod_object(self, pod: PodRef) -> dict[str, Any]:
+        """This very pod as the API's JSON; NotFound if it is gone or was replaced by a new pod
+        with the same name (another uid)."""
         obj = await self._get(
             "get pod", f"{pod.namespace}/{pod.name}", _path("v1", "pods", pod.namespace, pod.name)
         )
@@ -535,9 +548,25 @@ class KubeClient:
                 f"the same name (uid {uid}, expected {pod.uid})",
                 status=None,
             )
+        return obj
+
+    async def ephemeral_containers(self, pod: PodRef) -> list[dict[str, Any]]:
+        """This pod's ephemeral containers as the API stores them (``spec``)."""
+        obj = await self.pod_object(pod)
         return [
             c for c in obj.get("spec", {}).get("ephemeralContainers") or [] if isinstance(c, dict)
         ]
+
+    async def pod_log(self, pod: PodRef, container: str, *, limit_bytes: int = 65536) -> str:
+        """The log of one container of this pod (the kubelet serves it through the API
+        server; needs ``get pods/log``). The last ``limit_bytes`` are enough for a helper."""
+        path = _path("v1", "pods", pod.namespace, pod.name, "log")
+        query = {"container": container, "limitBytes": str(limit_bytes)}
+        result = await self._call(
+            f"read the log of container {container} of pod", f"{pod.namespace}/{pod.name}",
+            lambda _: self._request("GET", path, query=query, text=True),
+        )
+        return str(result.get("text", ""))
 
     # ------------------------------------------------------------------------------------------
     # Workloads and arbitrary resources

@@ -1,12 +1,13 @@
 """The dead-man's switch program: undo a fault at a deadline, whether or not the runner lives.
 
-``python -m chaos.platform.local._watchdog --at EPOCH [--sigcont PID:TICKS]... [--netem IF[@NS]]
+``python -m chaos.platform.local._watchdog --at EPOCH [--sigcont PID:TICKS]...
+[--netem [HANDLE/]IF[@NS]]
 [--tag RUN_ID/FAULT]``
 
 It runs in its own session (so a SIGKILL to the runner's process group does not reach it) and
 depends on nothing but the standard library, /proc and tc. At the deadline it resumes each
 paused process that is still the same process (same start time) and removes a netem root qdisc
-if one is still there. A runner that reverts normally kills its watchdog first.
+if it is still there (by its handle). A runner that reverts normally kills its watchdog first.
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ def _tc(netns: str | None, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _remove_netem(spec: str) -> None:
-    interface, _, netns = spec.partition("@")
+    handle, _, where = spec.rpartition("/")
+    interface, _, netns = where.partition("@")
+    if handle:
+        # The kernel deletes the root qdisc only if its handle is this one: never another
+        # run's qdisc that replaced ours since.
+        _tc(netns or None, "qdisc", "del", "dev", interface, "root", "handle", f"{handle}:")
+        return
     shown = _tc(netns or None, "qdisc", "show", "dev", interface, "root")
     if shown.returncode == 0 and " netem " in f" {shown.stdout} ":
         _tc(netns or None, "qdisc", "del", "dev", interface, "root")
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="undo a chaos fault at a deadline")
     parser.add_argument("--at", type=float, required=True, help="deadline, epoch seconds")
     parser.add_argument("--sigcont", action="append", default=[], metavar="PID:TICKS")
-    parser.add_argument("--netem", action="append", default=[], metavar="IF[@NETNS]")
+    parser.add_argument("--netem", action="append", default=[], metavar="[HANDLE/]IF[@NETNS]")
     parser.add_argument("--tag", default="", help="run_id/fault, so recovery can find it")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -21,13 +21,17 @@ from chaos.errors import InvalidInput, PermissionDenied, TargetNotFound
 
 __all__ = [
     "ProcInfo",
+    "SignalMasks",
     "alive",
+    "cpu_ticks",
     "find_by_name",
     "find_by_port",
     "is_stopped",
     "proc_info",
     "read_pidfile",
     "send_signal",
+    "signal_masks",
+    "state_of",
 ]
 
 _PROC = "/proc"
@@ -63,6 +67,7 @@ class _Stat:
     flags: int
     start_ticks: int
     comm: str
+    cpu_ticks: int
 
 
 def _read_stat(pid: int) -> _Stat | None:
@@ -84,6 +89,7 @@ def _read_stat(pid: int) -> _Stat | None:
             flags=int(rest[6]),
             start_ticks=int(rest[19]),
             comm=raw[lparen + 1 : rparen],
+            cpu_ticks=int(rest[11]) + int(rest[12]),  # utime + stime
         )
     except (IndexError, ValueError):
         return None
@@ -322,3 +328,66 @@ def alive(info: ProcInfo) -> bool:
     if stat is None or stat.state in ("Z", "X"):
         return False
     return stat.start_ticks == info.start_ticks
+
+
+def state_of(info: ProcInfo) -> str | None:
+    """The state letter (R, S, T, Z, ...) of this very process, or None if it is gone (or its
+    pid was reused)."""
+    stat = _read_stat(info.pid)
+    if stat is None or stat.start_ticks != info.start_ticks:
+        return None
+    return stat.state
+
+
+def cpu_ticks(info: ProcInfo) -> int | None:
+    """User plus system CPU time of this very process in clock ticks; None if it is gone."""
+    stat = _read_stat(info.pid)
+    if stat is None or stat.start_ticks != info.start_ticks or stat.state in ("Z", "X"):
+        return None
+    return stat.cpu_ticks
+
+
+@dataclass(frozen=True)
+class SignalMasks:
+    """A process's signal dispositions from ``/proc/PID/status`` (bit n-1 is signal n)."""
+
+    ignored: int
+    caught: int
+    blocked: int
+    pending: int
+
+    @staticmethod
+    def _has(mask: int, sig: int) -> bool:
+        return bool(mask >> (sig - 1) & 1)
+
+    def ignores(self, sig: int) -> bool:
+        return self._has(self.ignored, sig)
+
+    def catches(self, sig: int) -> bool:
+        return self._has(self.caught, sig)
+
+    def blocks(self, sig: int) -> bool:
+        return self._has(self.blocked, sig)
+
+    def has_pending(self, sig: int) -> bool:
+        return self._has(self.pending, sig)
+
+
+def signal_masks(info: ProcInfo) -> SignalMasks | None:
+    """The signal masks of this very process, or None if it is gone."""
+    try:
+        with open(f"{_PROC}/{info.pid}/status", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    if (state := state_of(info)) is None or state in ("Z", "X"):
+        return None
+    fields: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SigIgn", "SigCgt", "SigBlk", "SigPnd", "ShdPnd"):
+            fields[key] = int(value.strip(), 16)
+    return SignalMasks(
+        ignored=fields.get("SigIgn", 0), caught=fields.get("SigCgt", 0),
+        blocked=fields.get("SigBlk", 0), pending=fields.get("SigPnd", 0) | fields.get("ShdPnd", 0),
+    )

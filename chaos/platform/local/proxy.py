@@ -43,7 +43,7 @@ from typing import cast
 
 from chaos.errors import PlatformError
 
-__all__ = ["FaultProxy", "ProxyStats", "Toxic"]
+__all__ = ["FaultProxy", "HeldStats", "ProxyStats", "Toxic", "first_response", "gets_reset"]
 
 # Bytes of held data queued in memory per flow before we stop reading its source.
 _MAX_PENDING_BYTES = 4 * 1024 * 1024
@@ -78,6 +78,21 @@ class Toxic:
 
 
 @dataclass
+class HeldStats:
+    """What the response direction actually held back under the current toxic: measured on
+    real traffic, so a fault can be verified on what went through, not on what was set."""
+
+    chunks: int = 0
+    max_hold: float = 0.0
+    min_hold: float = float("inf")
+
+    def observe(self, held: float) -> None:
+        self.chunks += 1
+        self.max_hold = max(self.max_hold, held)
+        self.min_hold = min(self.min_hold, held)
+
+
+@dataclass
 class ProxyStats:
     """Counters since :meth:`FaultProxy.start`."""
 
@@ -99,12 +114,14 @@ _EOF = _Eof()
 class _Pending:
     """A held chunk (or the EOF marker) and when it may be released."""
 
-    __slots__ = ("data", "epoch", "release_at")
+    __slots__ = ("arrived", "data", "epoch", "release_at")
 
-    def __init__(self, release_at: float, epoch: int, data: bytes | _Eof) -> None:
+    def __init__(self, release_at: float, epoch: int, data: bytes | _Eof,
+                 arrived: float) -> None:
         self.release_at = release_at
         self.epoch = epoch
         self.data = data
+        self.arrived = arrived
 
 
 class _Bucket:
@@ -241,13 +258,13 @@ class _Flow:
     def _hold(self, data: bytes | _Eof, toxic: Toxic | None) -> None:
         proxy = self.proxy
         queue = self.queue
-        release = self.loop.time()
+        arrived = release = self.loop.time()
         if toxic is not None and self.to_client and (toxic.delay or toxic.jitter):
             release += max(0.0, toxic.delay + random.uniform(-toxic.jitter, toxic.jitter))
         if queue and queue[-1].epoch == proxy._epoch:
             # Never release a chunk before the one in front of it.
             release = max(release, queue[-1].release_at)
-        queue.append(_Pending(release, proxy._epoch, data))
+        queue.append(_Pending(release, proxy._epoch, data, arrived))
         if isinstance(data, bytes):
             self.queued_bytes += len(data)
         if len(queue) == 1:
@@ -281,6 +298,8 @@ class _Flow:
                 # releases land on time on average instead of ~0.5 ms late.
                 return item.release_at - _RELEASE_SLACK_S / 2
             data = item.data
+            if self.to_client and item.epoch == proxy._epoch:
+                proxy.held.observe(loop.time() - item.arrived)
             if isinstance(data, _Eof):
                 queue.popleft()
                 self._end()
@@ -495,6 +514,8 @@ class FaultProxy:
         self.listen = listen
         self.upstream = upstream
         self.stats = ProxyStats()
+        #: Hold times of response data since the toxic last changed.
+        self.held = HeldStats()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: set[_Connection] = set()
@@ -614,6 +635,11 @@ class FaultProxy:
         self._in_loop(lambda: self._apply(None))
 
     @property
+    def queued(self) -> int:
+        """Chunks held in the proxy right now, across every connection and direction."""
+        return sum(len(flow.queue) for conn in self._connections for flow in conn.flows)
+
+    @property
     def toxic(self) -> dict[str, object] | None:
         """The current toxic's settings, or None when the proxy is transparent."""
         current = self._current
@@ -647,6 +673,7 @@ class FaultProxy:
     def _apply(self, toxic: Toxic | None) -> None:
         self._cancel_expiry()
         self._current = toxic
+        self.held = HeldStats()
         if toxic is None or (toxic.delay == 0 and toxic.jitter == 0):
             # Stop holding chunks that were stamped under a delay no longer in force.
             self._epoch += 1
@@ -687,3 +714,51 @@ class FaultProxy:
         self.stats.connections_active += 1
         conn.start()
         return conn
+
+
+# -- looking at a proxy from outside, the way a client does ------------------------------------
+
+
+async def first_response(address: tuple[str, int], timeout: float) -> float | None:
+    """Seconds from connecting through the proxy (and half-closing at once, sending nothing) to
+    the first thing coming back: a byte, or the upstream's end of stream. None when nothing came
+    within ``timeout`` (an upstream that keeps half-closed connections open and sends nothing
+    first). This is what a delay toxic must hold back, measured on a real connection."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(*address)
+            try:
+                writer.write_eof()
+                await reader.read(1)
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        return None
+    except OSError:
+        pass  # a reset is a response too: it came back through the proxy
+    return loop.time() - started
+
+
+async def gets_reset(address: tuple[str, int], timeout: float) -> str | None:
+    """Connect through the proxy and read: what shows the connection was reset (None: it was
+    not, within ``timeout``)."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(*address)
+            try:
+                data = await reader.read(1)
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        return "the connection was reset"
+    except OSError as exc:
+        return f"the connection failed: {exc.strerror or exc}"
+    return None if data else "the connection was closed at once"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 
@@ -69,6 +70,7 @@ class Netem:
         delay: float,
         jitter: float = 0.0,
         correlation: float | None = None,
+        handle: str | None = None,
     ) -> None:
         if not interface or "/" in interface or interface.strip() != interface:
             raise ValueError(f"invalid interface name {interface!r}")
@@ -81,6 +83,10 @@ class Netem:
         self.delay = delay
         self.jitter = jitter
         self.correlation = correlation
+        if handle is not None and not re.fullmatch(r"[1-9a-f][0-9a-f]{0,3}", handle):
+            raise ValueError(f"invalid qdisc handle {handle!r}: 1 to 4 hex digits, not 0")
+        #: The root qdisc's handle (hex, no colon): this fault's qdisc and no one else's.
+        self.handle = handle
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -102,10 +108,16 @@ class Netem:
             netem.append(_ms(self.jitter))
             if self.correlation is not None:
                 netem.append(f"{self.correlation:g}%")
-        return self._tc("qdisc", "add", "dev", self.interface, "root", "netem", *netem)
+        return self._tc("qdisc", "add", "dev", self.interface, "root", *self._handle_args(),
+                        "netem", *netem)
+
+    def _handle_args(self) -> list[str]:
+        return ["handle", f"{self.handle}:"] if self.handle else []
 
     def del_argv(self) -> list[str]:
-        return self._tc("qdisc", "del", "dev", self.interface, "root")
+        # With a handle the kernel deletes the root qdisc only if it is that one ("Invalid
+        # handle" otherwise): an earlier run's timer can never delete a later run's qdisc.
+        return self._tc("qdisc", "del", "dev", self.interface, "root", *self._handle_args())
 
     def command_preview(self) -> str:
         """The exact command :meth:`apply` runs, for plans and runbooks."""
@@ -144,6 +156,18 @@ class Netem:
 
     async def root_qdisc(self) -> str | None:
         """Kind of the interface's root qdisc, or None if the interface (or netns) is gone."""
+        root = await self.root()
+        return None if root is None else str(root.get("kind"))
+
+    def is_ours(self, root: dict[str, object] | None) -> bool:
+        """Whether ``root`` (from :meth:`root`) is this fault's netem qdisc."""
+        if root is None or root.get("kind") != "netem":
+            return False
+        return self.handle is None or str(root.get("handle", "")).rstrip(":") == self.handle
+
+    async def root(self) -> dict[str, object] | None:
+        """The interface's root qdisc as ``tc -j`` shows it, or None if the interface (or the
+        netns) is gone or it has none."""
         result = await self._run(self._tc("-j", "qdisc", "show", "dev", self.interface))
         if result.returncode != 0:
             err = result.stderr
@@ -155,7 +179,7 @@ class Netem:
             )
         for qdisc in json.loads(result.stdout or "[]"):
             if qdisc.get("root"):
-                return str(qdisc["kind"])
+                return dict(qdisc)
         return None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -230,12 +254,13 @@ class Netem:
         )
 
     async def remove(self) -> None:
-        """Delete the root qdisc if, and only if, it is netem. Already gone is success."""
+        """Delete the root qdisc if, and only if, it is this netem (its handle, when it has
+        one). Already gone is success."""
         try:
-            if await self.root_qdisc() != "netem":
+            if not self.is_ours(await self.root()):
                 return
             result = await self._run(self.del_argv())
-            if result.returncode == 0 or await self.root_qdisc() != "netem":
+            if result.returncode == 0 or not self.is_ours(await self.root()):
                 # Deleted, or removed concurrently / the interface went away: nothing to undo.
                 return
         except PlatformError as exc:

@@ -64,44 +64,36 @@ app.kubernetes.io/component: game-day
 {{- toJson $out }}
 {{- end }}
 
-{{/* The Role rules for a list of faults (context: dict "faults" LIST "root" $). Exactly what
-docs/kubernetes.md "Permissions" asks for, to inject and to revert; nothing else. */}}
+{{/* The Role rules for a list of faults (context: dict "faults" LIST "root" $): what the
+runner needs to inject and to revert them, and nothing else. The rules of each fault kind come
+from files/fault-rules.json, generated from the runner's fault registry (`chaos kinds
+--chart-rules`; a test fails when the two differ). Verbs are merged per resource. */}}
 {{- define "chaos-runner.rules" -}}
-{{- $f := .faults }}
 {{- $v := .root.Values }}
-{{- $container := or (has "networkLatency" $f) (has "cpuStress" $f) }}
-{{- $podVerbs := list }}
-{{- if $container }}{{- $podVerbs = append $podVerbs "get" }}{{- end }}
-{{- $podVerbs = append $podVerbs "list" }}
-{{- if $container }}{{- $podVerbs = append $podVerbs "patch" }}{{- end }}
-{{- if has "podKill" $f }}{{- $podVerbs = append $podVerbs "delete" }}{{- end }}
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: {{ toJson $podVerbs }}
-{{- if has "podKillEviction" $f }}
-- apiGroups: [""]
-  resources: ["pods/eviction"]
-  verbs: ["create"]
+{{- $table := .root.Files.Get "files/fault-rules.json" | fromJson }}
+{{- $grants := list }}
+{{- range $table.base }}{{- $grants = append $grants . }}{{- end }}
+{{- range .faults }}
+{{- $rules := get $table.faults . }}
+{{- if not $rules }}{{- fail (printf "unknown fault %q: the chart grants rules for %s" . (keys $table.faults | sortAlpha | join ", ")) }}{{- end }}
+{{- range $rules }}{{- $grants = append $grants . }}{{- end }}
 {{- end }}
-{{- if $container }}
-- apiGroups: [""]
-  resources: ["pods/ephemeralcontainers"]
-  verbs: ["patch"]
-{{- end }}
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
-  verbs: ["get", "create", "update", "delete"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create"]
 {{- if ($v.probes).workloads }}
-- apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets"]
-  verbs: ["get"]
+{{- $grants = append $grants (dict "apiGroup" "apps" "resource" "deployments" "verbs" (list "get")) }}
+{{- $grants = append $grants (dict "apiGroup" "apps" "resource" "statefulsets" "verbs" (list "get")) }}
 {{- end }}
 {{- if $v.ownerSelectors }}
-- apiGroups: ["apps"]
-  resources: ["replicasets"]
-  verbs: ["list"]
+{{- $grants = append $grants (dict "apiGroup" "apps" "resource" "replicasets" "verbs" (list "list")) }}
+{{- end }}
+{{- $merged := dict }}
+{{- range $grants }}
+{{- $key := printf "%s|%s" .apiGroup .resource }}
+{{- $_ := set $merged $key (concat (get $merged $key | default list) .verbs | uniq) }}
+{{- end }}
+{{- range $key := keys $merged | sortAlpha }}
+{{- $parts := splitList "|" $key }}
+- apiGroups: [{{ index $parts 0 | quote }}]
+  resources: [{{ index $parts 1 | quote }}]
+  verbs: {{ get $merged $key | sortAlpha | toJson }}
 {{- end }}
 {{- end }}
