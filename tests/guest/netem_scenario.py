@@ -117,6 +117,40 @@ def main() -> None:
                                  capture_output=True, text=True)
         out["recover_exit"] = recover.returncode
         out["recover_stdout"] = recover.stdout
+
+        # 3. SIGKILL mid-fault, then `chaos recover` at once: the qdisc and the watchdog go.
+        exp.write_text(EXPERIMENT.format(ns=NS, duration="20s"))
+        runner = subprocess.Popen(chaos("run", str(exp), "--state-dir", str(WORK / "state3"),
+                                        "--journal", str(WORK / "run3.json")),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "netem" not in qdisc():
+            time.sleep(0.05)
+        out["qdisc_before_kill3"] = qdisc()
+        runner.kill()
+        runner.wait()
+        recover = subprocess.run(chaos("recover", "--state-dir", str(WORK / "state3")),
+                                 capture_output=True, text=True)
+        out["recover3_exit"] = recover.returncode
+        out["recover3_stdout"] = recover.stdout
+        out["qdisc_after_recover3"] = qdisc()
+        out["watchdogs_after_recover3"] = subprocess.run(
+            ["pgrep", "-f", "chaos.platform.local._watchdog"], capture_output=True,
+            text=True).stdout.strip()
+        out["wal_types"] = [
+            json.loads(line)["type"] for line in
+            next((WORK / "state").glob("runs/*.jsonl")).read_text().splitlines() if line]
+
+        # 4. An earlier run's watchdog, due after a later run put its own netem there, removes
+        #    nothing: it deletes by its own handle only.
+        sh("ip", "netns", "exec", NS, "tc", "qdisc", "add", "dev", "vb", "root", "handle",
+           "2bbb:", "netem", "delay", "10ms")
+        watchdog = subprocess.Popen([sys.executable, "-m", "chaos.platform.local._watchdog",
+                                     "--at", f"{time.time() + 1:.3f}", "--netem",
+                                     f"1aaa/vb@{NS}"])
+        watchdog.wait(timeout=20)
+        out["qdisc_after_old_watchdog"] = qdisc()
+        sh("ip", "netns", "exec", NS, "tc", "qdisc", "del", "dev", "vb", "root")
     finally:
         server.kill()
         server.wait()

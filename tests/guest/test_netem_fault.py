@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,9 @@ def scenario() -> dict[str, Any]:
 
 
 def test_plan_shows_the_exact_tc_command(scenario: dict[str, Any]) -> None:
-    assert "tc qdisc add dev vb root netem delay 100ms 5ms" in scenario["plan"]
+    # The fault's own handle: its removal deletes this qdisc and never another one.
+    assert re.search(r"tc qdisc add dev vb root handle [1-7][0-9a-f]{3}: netem delay 100ms 5ms",
+                     scenario["plan"]), scenario["plan"]
     assert "will touch: interface vb in netns chaos-b" in scenario["plan"]
 
 
@@ -64,3 +67,23 @@ def test_sigkilled_run_netem_is_removed_by_its_watchdog(scenario: dict[str, Any]
     # duration 3s + grace 1s from injection; the kill came shortly after injection
     assert scenario["watchdog_removed_after_s"] < 6
     assert scenario["recover_exit"] == 0
+
+
+def test_the_run_saw_its_own_qdisc_and_journaled_in_order(scenario: dict[str, Any]) -> None:
+    fault = scenario["fault"]
+    handle = fault["revert_state"]["handle"]
+    assert fault["verified_at"] and f"tc shows netem {handle}:" in fault["effect"]
+    assert fault["revert_verified"] and f"no netem {handle}:" in fault["revert_verified"]
+    assert scenario["wal_types"] == ["start", "intent", "applied", "verified", "reverted", "end"]
+
+
+def test_sigkilled_run_then_recover_leaves_nothing(scenario: dict[str, Any]) -> None:
+    assert "netem" in scenario["qdisc_before_kill3"]
+    assert scenario["recover3_exit"] == 0, scenario["recover3_stdout"]
+    assert "removed netem" in scenario["recover3_stdout"]
+    assert "netem" not in scenario["qdisc_after_recover3"]
+    assert scenario["watchdogs_after_recover3"] == ""
+
+
+def test_an_earlier_runs_watchdog_leaves_a_later_runs_qdisc(scenario: dict[str, Any]) -> None:
+    assert "netem 2bbb:" in scenario["qdisc_after_old_watchdog"]
