@@ -11,6 +11,9 @@ Fixtures:
     ``api_client()``.
 ``k8s_namespace`` (function)
     A fresh namespace (with its ``default`` ServiceAccount ready), deleted afterwards.
+``kubelet_sim`` (function)
+    A ``kubelet_sim.KubeletSim`` for ``k8s_namespace``: runs ephemeral containers for real (or
+    writes given states) and serves their logs through kwok; cleaned up afterwards.
 
 Where the binaries come from: ``$CHAOS_TESTBIN`` (a bin dir) if set; otherwise
 tests/cluster/build.sh, which is a fast no-op once its cache is built. A failing build fails the
@@ -452,6 +455,11 @@ def _create_args(name: str, bin_dir: Path, kubeconfig_out: Path) -> list[str]:
         str(b / "kube-scheduler"),
         "--kwok-controller-binary",
         str(b / "kwok"),
+        # kwok serves the pod log API (kubectl logs) for its fake nodes from files named by
+        # Logs/ClusterLogs objects (kwok.x-k8s.io/v1alpha1); these make them API resources that
+        # tests create on the fly (tests/k8s/kubelet_sim.py). See docs/test-cluster.md.
+        "--enable-crds",
+        "Logs,ClusterLogs",
         # kwokctl writes/merges a context into this file; never the user's ~/.kube/config.
         "--kubeconfig",
         str(kubeconfig_out),
@@ -611,3 +619,18 @@ def k8s_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
                 core.delete_namespace(name)
             except Exception as exc:
                 print(f"k8s_namespace: deleting {name} failed: {exc}", file=sys.stderr)
+
+
+@pytest.fixture
+def kubelet_sim(kube_cluster: KubeCluster, k8s_namespace: str) -> Iterator[Any]:
+    """A ``kubelet_sim.KubeletSim`` for ``k8s_namespace``, started: it acts as the kubelet for
+    the ephemeral containers of that namespace's pods (default policy ``Exec()``: run them for
+    real, in per-pod namespaces; add rules with ``.policy(prefix_or_callable, policy)``). On
+    teardown it kills everything it started and removes its network namespaces and files."""
+    from kubelet_sim import KubeletSim
+
+    sim = KubeletSim(kube_cluster.kubeconfig, k8s_namespace).start()
+    try:
+        yield sim
+    finally:
+        sim.close()
