@@ -187,6 +187,8 @@ class Helper:
     plan: HelperPlan
     #: Events naming the pods (one per workload); None in recovery.
     announce: Announce | None = None
+    #: The pods as planned, by uid (their owners name the workload in Events).
+    refs: dict[str, PodRef] = field(default_factory=dict)
     deadline: float = 0.0
     start_by: float = 0.0
 
@@ -245,7 +247,7 @@ class Helper:
                     raise InvalidInput(
                         f"fault '{self.fault}': the API server refuses the helper container "
                         f"for {describe_pod(pod)} (a dry-run; nothing was changed): {exc.message}",
-                        hint=_admission_hint(exc.message, needs) or exc.hint,
+                        hint=_admission_hint(exc.message, needs, self.container) or exc.hint,
                     ) from exc
 
         await asyncio.gather(*(dry_run(p) for p in self.pods))
@@ -300,7 +302,7 @@ class Helper:
             if state == "waiting":
                 self._raise_waiting(where, info)
                 return Seen(False, f"{where}: helper waiting ({info.get('reason', '?')})")
-            log = await self._log(client, ref)
+            log, log_error = await self._log(client, ref)
             lines = script_lines(log + "\n" + str(info.get("message", "")))
             for what, rest in lines:
                 if what == "error":
@@ -314,21 +316,24 @@ class Helper:
                 raise FaultNotInEffect(
                     f"{where}: the helper container exited (code {code}, "
                     f"{info.get('reason', '?')}) without confirming the fault: {tail}")
-            return Seen(False, f"{where}: helper running, not confirmed yet")
+            why = f" (its log could not be read: {log_error})" if log_error else ""
+            return Seen(False, f"{where}: helper running, not confirmed yet{why}")
 
         return await observe_until(within, look, what=f"the fault in {where}",
                                    interval=_POLL_S)
 
-    async def _log(self, client: KubeClient, ref: PodRef) -> str:
+    async def _log(self, client: KubeClient, ref: PodRef) -> tuple[str, str | None]:
+        """The helper's log, or why it could not be read (a container just starting has
+        none yet: the status says the rest)."""
         try:
-            return await client.pod_log(ref, self.container, limit_bytes=_LOG_BYTES)
+            return await client.pod_log(ref, self.container, limit_bytes=_LOG_BYTES), None
         except ChaosError as exc:
-            if "pods/log" in str(exc) or getattr(exc, "status", None) == 403:
+            if getattr(exc, "status", None) == 403:
                 raise FaultNotInEffect(
                     f"cannot read the helper's log to confirm the fault: {exc.message}",
                     hint="grant `get` on pods/log in the target namespace (chaos plan prints "
                     "the rules)") from exc
-            return ""  # no log yet (container starting); the status says the rest
+            return "", exc.message
 
     def _raise_waiting(self, where: str, info: Mapping[str, Any]) -> None:
         reason = str(info.get("reason", ""))
@@ -368,7 +373,7 @@ class Helper:
         errors: list[str] = []
         undone: list[PodRef] = []
         for pod in self.pods:
-            ref = PodRef(pod.namespace, pod.name, pod.uid, None, None)
+            ref = self.refs.get(pod.uid) or PodRef(pod.namespace, pod.name, pod.uid, None, None)
             try:
                 obj = await client.pod_object(ref)
             except NotFound:
@@ -422,7 +427,13 @@ class Helper:
                 code = info.get("exitCode")
                 if code == 0:
                     return Seen(True, f"{where}: the helper removed the fault and exited 0")
-                log = await self._log(client, ref)
+                log, _ = await self._log(client, ref)
+                lines = script_lines(log + "\n" + str(info.get("message", "")))
+                if not any(what == "in-effect" for what, _ in lines):
+                    # It failed before applying anything (its exit is that failure's).
+                    error = next((rest for what, rest in lines if what == "error"), "")
+                    return Seen(True, f"{where}: the helper never applied the fault "
+                                f"(exit {code}{': ' + error if error else ''})")
                 tail = (log.strip().splitlines() or [str(info.get("message", ""))])[-1]
                 raise RevertFailed(
                     f"{where}: the helper container exited with code {code} while removing "
@@ -445,8 +456,14 @@ def _runs_as_non_root(obj: Mapping[str, Any], target: str | None) -> bool:
     return bool(pod_level)
 
 
-def _admission_hint(message: str, needs: PodNeeds) -> str | None:
+def _admission_hint(message: str, needs: PodNeeds, helper: str) -> str | None:
     if "violates PodSecurity" in message:
+        if helper not in message:
+            # Pod Security judges the whole pod on every update, ephemeral containers too.
+            return ("the pod itself does not meet the namespace's Pod Security level (it was "
+                    "admitted before the level was raised?), and the level is enforced on every "
+                    "update of the pod, adding a helper container included; fix the pod, or "
+                    "run the fault where the pods meet the level")
         return (f"the namespace's Pod Security level refuses the helper; {needs.why}, which "
                 f"needs the '{needs.pod_security}' level: label the namespace "
                 f"pod-security.kubernetes.io/enforce={needs.pod_security}, or use another fault")
@@ -469,7 +486,8 @@ def helper_for(ctx: KubeContext, spec: FaultSpec, pods: Sequence[PodRef],
     async def announce(pods: list[PodRef], what: str, done: str) -> None:
         await ctx.announce(spec, pods, what, done)
 
-    return Helper(spec.name, helper_pods, container, undo, plan, announce)
+    return Helper(spec.name, helper_pods, container, undo, plan, announce,
+                  {p.uid: p for p in pods})
 
 
 def recovered(state: HelperState, plan: HelperPlan) -> Helper:

@@ -52,6 +52,17 @@ CASES = [
     ("duplicate-key", "  slos:\n", "  slos: []\n  slos:\n", "duplicate key 'slos'", 10, 3),
     ("bad-name", "metadata: {name: t}", "metadata: {name: Bad_Name}", "is not a valid name: use lowercase letters", 3, 18),
     ("port-range", "pid: 1}", "port: 70000}", "less than or equal to 65535", 13, 37),
+    # One URL rule for every URL field: a rollback's URL is refused like a probe's.
+    ("bad-rollback-url", "  faults:\n",
+     '  rollbacks:\n    - {name: r, http: {url: "127.0.0.1:9/restart"}}\n  faults:\n',
+     "'127.0.0.1:9/restart' is not an http(s) URL", 12, 29),
+    ("bad-url-port", 'url: "http://127.0.0.1:9/health"', 'url: "http://127.0.0.1:99999/health"',
+     "bad port", 7, 19),
+    ("zero-load", "processPause: {target: {pid: 1}}", "cpuStress: {load: 0%}",
+     "load must be above 0%", 13, 18),
+    ("negative-verify-timeout", "      duration: 5s\n",
+     "      duration: 5s\n  limits: {verifyTimeout: 5}\n", "expected a duration string", 16,
+     27),
     ("plan-too-long", "      duration: 5s\n", "      duration: 5s\n  limits: {maxDuration: 3s}\n",
      "maxDuration is 3s", 16, 25),
 ]

@@ -317,7 +317,8 @@ class KubeClient:
         """One HTTP request (blocking); a non-2xx response raises :class:`HttpFailure`.
         ``text``: the body is plain text (pod logs), returned as ``{"text": ...}``."""
         resource_path = f"{path}?{urlencode(query)}" if query else path
-        headers = {"Accept": "text/plain" if text else "application/json"}
+        # The log endpoint answers 406 to Accept: text/plain; kubectl sends this.
+        headers = {"Accept": "application/json, */*" if text else "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
         _, url, headers, body, _ = self._api.param_serialize(
