@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from helpers_faults import (
     IMAGE,
+    cli,
     experiment,
     helper_containers,
     netem_as_scripted,
@@ -241,3 +242,44 @@ def test_a_run_that_loses_its_lease_stops_and_reverts(kube_cluster: Any, k8s_nam
     assert "lost its Lease" in journal["message"] and "someone-else" in journal["message"]
     assert journal["faults"][0]["reverted_at"] and journal["faults"][0]["revert_verified"]
     assert journal["rollbacks"][0]["ok"]
+
+
+def test_recover_aims_the_undo_at_the_faults_own_container(kube_cluster: Any,
+                                                           k8s_namespace: str, kubelet_sim: Any,
+                                                           tmp_path: Path) -> None:
+    """The helper joins the container named in the fault (not the pod's first one); the revert
+    and `chaos recover` aim the undo at the same one, from the journal."""
+    from kubernetes import client
+
+    template = pod_template(kube_cluster, {"app": "web"})
+    template["spec"]["containers"].append({"name": "sidecar", "image": "fake/sidecar"})
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                     "template": template}}
+    with kube_cluster.api_client() as api:
+        client.AppsV1Api(api).create_namespaced_deployment(k8s_namespace, body)
+    wait("the pod running", lambda: bool(kube_cluster.kubectl(
+        "get", "pods", "-n", k8s_namespace, "--field-selector=status.phase=Running", "-o",
+        "name").stdout.strip()), 60)
+    fault = STRESS.replace("workers: 1", "workers: 1, container: sidecar")
+    runner = start(kube_cluster, tmp_path, experiment(k8s_namespace, one("burn", fault, "60s")))
+    try:
+        wait("the fault in effect", lambda: "verified" in wal_types(tmp_path / "state", "burn"),
+             60)
+        runner.kill()
+        runner.wait()
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    result = cli(kube_cluster, tmp_path, "recover", "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (containers,) = helper_containers(kube_cluster, k8s_namespace).values()
+    assert {c["targetContainerName"] for c in containers} == {"sidecar"}
+    helper = next(c for c in containers if not c["name"].endswith("-undo"))
+    record = kubelet_sim.wait_for(helper["name"], timeout=60)
+    assert record.exit_code == 0, "the undo, in the sidecar's namespace, stopped the helper"
+    bad = STRESS.replace("workers: 1", "workers: 1, container: nope")
+    result, _ = run(kube_cluster, tmp_path, experiment(k8s_namespace, one("burn", bad)))
+    assert result.returncode == 2 and "has no container 'nope'" in result.stdout
+    assert "(it has: app, sidecar)" in result.stdout
