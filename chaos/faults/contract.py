@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from chaos.errors import FaultNotInEffect, InvalidInput, RevertFailed
 
 if TYPE_CHECKING:
+    from chaos.faults._ephemeral import Helper
     from chaos.model.common import PodSelector, ProcessTarget, Strict
     from chaos.model.experiment import Experiment, FaultSpec, Limits
     from chaos.platform.kubernetes import KubeClient, PodRef
@@ -272,6 +273,41 @@ class PlannedFault(abc.ABC, Generic[S]):
         return "one-shot: nothing to revert"
 
 
+class HelperFault(PlannedFault[S]):
+    """A Kubernetes fault that runs in helper containers (chaos.faults._ephemeral): the helper
+    does the work; a kind adds its description and its state."""
+
+    def __init__(self, spec: FaultSpec, ctx: KubeContext, helper: Helper,
+                 refs: dict[str, PodRef]) -> None:
+        super().__init__(spec)
+        self.ctx = ctx
+        self.helper = helper
+        self.refs = refs
+
+    def targets(self) -> list[str]:
+        return [ref.describe() for ref in self.refs.values()]
+
+    def target_keys(self) -> list[str]:
+        return [f"kubernetes:{p.namespace}:pod/{p.name}" for p in self.refs.values()]
+
+    async def preflight(self) -> None:
+        await self.helper.preflight(await self.ctx.client(), self.refs)
+
+    async def inject(self) -> None:
+        limits = self.ctx.experiment.spec.limits
+        await self.helper.add(await self.ctx.client(), self.refs, self.spec.duration or 0,
+                              limits.verify_timeout)
+
+    async def verify(self, within: float) -> str:
+        return await self.helper.verify(await self.ctx.client(), self.refs, within)
+
+    async def revert(self) -> None:
+        await self.helper.undo(await self.ctx.client())
+
+    async def verify_reverted(self, within: float) -> str:
+        return await self.helper.verify_undone(await self.ctx.client(), within)
+
+
 class FaultKind(abc.ABC, Generic[P, S]):
     """One fault kind; subclasses set the class attributes and implement what they support."""
 
@@ -367,6 +403,7 @@ class FaultKind(abc.ABC, Generic[P, S]):
 __all__ = [
     "HELPER_PERMISSIONS",
     "FaultKind",
+    "HelperFault",
     "HelperPod",
     "HelperState",
     "KubeContext",

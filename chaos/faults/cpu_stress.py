@@ -21,6 +21,7 @@ from chaos.errors import FaultNotInEffect, RevertFailed, TargetNotFound
 from chaos.faults.contract import (
     HELPER_PERMISSIONS,
     FaultKind,
+    HelperFault,
     HelperState,
     KubeContext,
     LocalContext,
@@ -271,17 +272,11 @@ def helper_plan(image: str, workers: int, load: float, grace: float) -> HelperPl
                       needs=STRESS_NEEDS, causes=STRESS_CAUSES)
 
 
-class PodStressFault(PlannedFault[PodStressState]):
+class PodStressFault(HelperFault[PodStressState]):
     def __init__(self, spec: FaultSpec, params: CpuStress, ctx: KubeContext, helper: Helper,
                  refs: dict[str, PodRef]) -> None:
-        super().__init__(spec)
+        super().__init__(spec, ctx, helper, refs)
         self.params = params
-        self.ctx = ctx
-        self.helper = helper
-        self.refs = refs
-
-    def targets(self) -> list[str]:
-        return [ref.describe() for ref in self.refs.values()]
 
     def describe(self) -> str:
         p = self.params
@@ -289,28 +284,8 @@ class PodStressFault(PlannedFault[PodStressState]):
                 f"{len(self.refs)} pod(s) via helper container {self.helper.container} "
                 f"({p.image}); ends by itself after {self.spec.duration:g}s")
 
-    def target_keys(self) -> list[str]:
-        return [f"kubernetes:{p.namespace}:pod/{p.name}" for p in self.refs.values()]
-
     def state(self) -> PodStressState:
         return PodStressState(**self.helper.state.model_dump())
-
-    async def preflight(self) -> None:
-        await self.helper.preflight(await self.ctx.client(), self.refs)
-
-    async def inject(self) -> None:
-        limits = self.ctx.experiment.spec.limits
-        await self.helper.add(await self.ctx.client(), self.refs, self.spec.duration or 0,
-                              limits.verify_timeout)
-
-    async def verify(self, within: float) -> str:
-        return await self.helper.verify(await self.ctx.client(), self.refs, within)
-
-    async def revert(self) -> None:
-        await self.helper.undo(await self.ctx.client())
-
-    async def verify_reverted(self, within: float) -> str:
-        return await self.helper.verify_undone(await self.ctx.client(), within)
 
 
 # ------------------------------------------------------------------------------------- the kind

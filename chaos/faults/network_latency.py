@@ -24,6 +24,7 @@ from chaos.faults._proxy import proxy_target, verify_proxy_clear
 from chaos.faults.contract import (
     HELPER_PERMISSIONS,
     FaultKind,
+    HelperFault,
     HelperState,
     KubeContext,
     LocalContext,
@@ -386,18 +387,12 @@ def helper_plan(image: str, device: str, handle: str, netem: list[str]) -> Helpe
                       undo_security=NETEM_SECURITY, needs=NETEM_NEEDS, causes=NETEM_CAUSES)
 
 
-class PodNetemFault(PlannedFault[PodNetemState]):
+class PodNetemFault(HelperFault[PodNetemState]):
     def __init__(self, spec: FaultSpec, params: NetworkLatency, ctx: KubeContext,
                  helper: Helper, refs: dict[str, PodRef], handle: str) -> None:
-        super().__init__(spec)
+        super().__init__(spec, ctx, helper, refs)
         self.params = params
-        self.ctx = ctx
-        self.helper = helper
-        self.refs = refs
         self.handle = handle
-
-    def targets(self) -> list[str]:
-        return [ref.describe() for ref in self.refs.values()]
 
     def describe(self) -> str:
         p = self.params
@@ -405,29 +400,9 @@ class PodNetemFault(PlannedFault[PodNetemState]):
                 f"{len(self.refs)} pod(s) via helper container {self.helper.container} "
                 f"({p.image}); ends by itself after {self.spec.duration:g}s")
 
-    def target_keys(self) -> list[str]:
-        return [f"kubernetes:{p.namespace}:pod/{p.name}" for p in self.refs.values()]
-
     def state(self) -> PodNetemState:
         return PodNetemState(**self.helper.state.model_dump(), device=self.params.device,
                              handle=self.handle)
-
-    async def preflight(self) -> None:
-        await self.helper.preflight(await self.ctx.client(), self.refs)
-
-    async def inject(self) -> None:
-        limits = self.ctx.experiment.spec.limits
-        await self.helper.add(await self.ctx.client(), self.refs, self.spec.duration or 0,
-                              limits.verify_timeout)
-
-    async def verify(self, within: float) -> str:
-        return await self.helper.verify(await self.ctx.client(), self.refs, within)
-
-    async def revert(self) -> None:
-        await self.helper.undo(await self.ctx.client())
-
-    async def verify_reverted(self, within: float) -> str:
-        return await self.helper.verify_undone(await self.ctx.client(), within)
 
 
 # ------------------------------------------------------------------------------------- the kind

@@ -40,6 +40,20 @@ def one(name: str, fault: str, duration: str = "3s", at: str = "0s") -> str:
     return f"- name: {name}\n  at: {at}\n  duration: {duration}\n  {fault}\n"
 
 
+def deploy_template(cluster: Any, ns: str, template: dict[str, Any]) -> None:
+    """A one-pod Deployment 'web' from ``template``, running."""
+    from kubernetes import client
+
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                     "template": template}}
+    with cluster.api_client() as api:
+        client.AppsV1Api(api).create_namespaced_deployment(ns, body)
+    wait("the pod running", lambda: bool(cluster.kubectl(
+        "get", "pods", "-n", ns, "--field-selector=status.phase=Running", "-o",
+        "name").stdout.strip()), 60)
+
+
 def no_helpers(cluster: Any, ns: str) -> bool:
     return all(not cs for cs in helper_containers(cluster, ns).values())
 
@@ -134,16 +148,7 @@ def test_non_root_pods_are_refused_for_netem_at_preflight(kube_cluster: Any, k8s
                                                           tmp_path: Path) -> None:
     template = pod_template(kube_cluster, {"app": "web"})
     template["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 1000}
-    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-                     "template": template}}
-    from kubernetes import client
-
-    with kube_cluster.api_client() as api:
-        client.AppsV1Api(api).create_namespaced_deployment(k8s_namespace, body)
-    wait("the pod running", lambda: bool(kube_cluster.kubectl(
-        "get", "pods", "-n", k8s_namespace, "--field-selector=status.phase=Running", "-o",
-        "name").stdout.strip()), 60)
+    deploy_template(kube_cluster, k8s_namespace, template)
     result, _ = run(kube_cluster, tmp_path, experiment(k8s_namespace, one("slow", NETEM)))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "runs as non-root (runAsNonRoot: true)" in result.stdout
@@ -249,18 +254,9 @@ def test_recover_aims_the_undo_at_the_faults_own_container(kube_cluster: Any,
                                                            tmp_path: Path) -> None:
     """The helper joins the container named in the fault (not the pod's first one); the revert
     and `chaos recover` aim the undo at the same one, from the journal."""
-    from kubernetes import client
-
     template = pod_template(kube_cluster, {"app": "web"})
     template["spec"]["containers"].append({"name": "sidecar", "image": "fake/sidecar"})
-    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-                     "template": template}}
-    with kube_cluster.api_client() as api:
-        client.AppsV1Api(api).create_namespaced_deployment(k8s_namespace, body)
-    wait("the pod running", lambda: bool(kube_cluster.kubectl(
-        "get", "pods", "-n", k8s_namespace, "--field-selector=status.phase=Running", "-o",
-        "name").stdout.strip()), 60)
+    deploy_template(kube_cluster, k8s_namespace, template)
     fault = STRESS.replace("workers: 1", "workers: 1, container: sidecar")
     runner = start(kube_cluster, tmp_path, experiment(k8s_namespace, one("burn", fault, "60s")))
     try:

@@ -719,6 +719,19 @@ class FaultProxy:
 # -- looking at a proxy from outside, the way a client does ------------------------------------
 
 
+async def _first_read(address: tuple[str, int], *, half_close: bool) -> bytes:
+    """Connect as a client, optionally half-close at once, and read the first byte back."""
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        if half_close:
+            writer.write_eof()
+        return await reader.read(1)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
 async def first_response(address: tuple[str, int], timeout: float) -> float | None:
     """Seconds from connecting through the proxy (and half-closing at once, sending nothing) to
     the first thing coming back: a byte, or the upstream's end of stream. None when nothing came
@@ -728,14 +741,7 @@ async def first_response(address: tuple[str, int], timeout: float) -> float | No
     started = loop.time()
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(*address)
-            try:
-                writer.write_eof()
-                await reader.read(1)
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+            await _first_read(address, half_close=True)
     except TimeoutError:
         return None
     except OSError:
@@ -748,13 +754,7 @@ async def gets_reset(address: tuple[str, int], timeout: float) -> str | None:
     not, within ``timeout``)."""
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(*address)
-            try:
-                data = await reader.read(1)
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+            data = await _first_read(address, half_close=False)
     except TimeoutError:
         return None
     except ConnectionResetError:
