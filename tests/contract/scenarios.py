@@ -1,8 +1,8 @@
 """One scenario per (fault kind, platform, variant): a real target, the fault's YAML, and a way to
 look at the target that does not ask the runner.
 
-The contract suite (tests/contract/test_contract.py on this machine, tests/k8s/test_contract.py
-on the test cluster, tests/guest/test_contract_netem.py in the netem guest) runs every check on
+The contract suite (tests/contract/test_contract.py on this machine, tests/k8s/test_kube_contract.py
+on the test cluster, tests/guest/test_netem_fault.py in the netem guest) runs every check on
 every scenario. :data:`COVERAGE` names, for each (kind, platform) of the registry, the scenarios
 that cover it; test_registry_is_covered fails when a registered kind has none.
 """

@@ -9,8 +9,8 @@ For every scenario (tests/contract/scenarios.py):
 - SIGKILL of the runner mid-fault, then ``chaos recover``: nothing is left;
 - SIGKILL without recover: the fault ends by itself after its duration plus the expiry grace.
 
-The same checks run on the test cluster (tests/k8s/test_contract.py) and, for netem on an
-interface, in the netem guest (tests/guest/test_contract_netem.py).
+The same checks run on the test cluster (tests/k8s/test_kube_contract.py) and, for netem on an
+interface, in the netem guest (tests/guest/test_netem_fault.py).
 """
 
 from __future__ import annotations
