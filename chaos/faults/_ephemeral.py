@@ -428,16 +428,24 @@ class Helper:
                 if code == 0:
                     return Seen(True, f"{where}: the helper removed the fault and exited 0")
                 log, _ = await self._log(client, ref)
-                lines = script_lines(log + "\n" + str(info.get("message", "")))
-                if not any(what == "in-effect" for what, _ in lines):
+                # The log, or where it cannot be read, the kubelet's copy of its tail.
+                lines = script_lines(log if log.strip() else str(info.get("message", "")))
+                whats = [what for what, _ in lines]
+                if "in-effect" not in whats:
                     # It failed before applying anything (its exit is that failure's).
                     error = next((rest for what, rest in lines if what == "error"), "")
                     return Seen(True, f"{where}: the helper never applied the fault "
                                 f"(exit {code}{': ' + error if error else ''})")
+                after = lines[len(whats) - whats[::-1].index("in-effect"):]
+                if after:
+                    # The script ended its fault itself (its stressor died, say) and said so.
+                    what, rest = after[-1]
+                    return Seen(True, f"{where}: the helper ended its fault itself (exit {code}, "
+                                f"{what}: {rest})")
                 tail = (log.strip().splitlines() or [str(info.get("message", ""))])[-1]
                 raise RevertFailed(
-                    f"{where}: the helper container exited with code {code} while removing "
-                    f"the fault: {tail}",
+                    f"{where}: the helper container was ended (code {code}) before it could "
+                    f"remove the fault: {tail}",
                     hint="inspect the pod with kubectl describe; the fault may still be active")
             return Seen(False, f"{where}: the helper is still running")
 

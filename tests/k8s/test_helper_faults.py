@@ -279,3 +279,28 @@ def test_recover_aims_the_undo_at_the_faults_own_container(kube_cluster: Any,
     result, _ = run(kube_cluster, tmp_path, experiment(k8s_namespace, one("burn", bad)))
     assert result.returncode == 2 and "has no container 'nope'" in result.stdout
     assert "(it has: app, sidecar)" in result.stdout
+
+
+def test_a_helper_killed_before_removing_its_fault_is_a_failed_revert(
+        kube_cluster: Any, k8s_namespace: str, kubelet_sim: Any, tmp_path: Path) -> None:
+    """A helper that confirmed its fault and was then killed (OOM, a node problem) cannot have
+    removed it: exit 4, REVERT FAILED, the cause and what to do. (The netem qdisc of such a
+    helper is what the undo container's belt removes; here the state is written, see
+    helpers_faults.py.)"""
+    from kubelet_sim import Exec, Log, Running, Sleep, Terminated
+
+    def rule(pod: Any, c: Any) -> Any:
+        if c["name"].endswith("-undo"):
+            return Exec(timeout=30)
+        return Status([Waiting("ContainerCreating"), Running(),
+                       Log("chaos-runner: in-effect: qdisc netem 1abc: root delay 150ms"),
+                       Sleep(0.5), Terminated(137, reason="OOMKilled")])
+
+    kubelet_sim.policy(rule)
+    deploy(kube_cluster, k8s_namespace, 1)
+    result, journal = run(kube_cluster, tmp_path, experiment(k8s_namespace, one("slow", NETEM)))
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert journal["verdict"] == "REVERT FAILED" and journal["status"] == "error"
+    fault = journal["faults"][0]
+    assert "was ended (code 137) before it could remove the fault" in fault["revert_error"]
+    assert "REVERT FAILED for: slow" in result.stdout

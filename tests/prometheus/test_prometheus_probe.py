@@ -30,7 +30,7 @@ def test_model_accepts_a_full_prometheus_probe() -> None:
         "url": "https://prom.example:9090/prefix", "query": "up", "expect": ">= 0.99",
         "timeout": "1s", "basicAuth": {"usernameEnv": "PROM_USER", "passwordEnv": "PROM_PASS"},
         "verifyTls": False, "caFile": "/etc/ssl/ca.pem"}})
-    assert spec.kind == "prometheus"
+    assert spec.kind.key == "prometheus"
     assert spec.timeout == 1.0
     assert spec.prometheus is not None
     assert spec.prometheus.expect.holds(0.995)

@@ -102,3 +102,10 @@ def not_in_effect_record() -> RunRecord:
     """A fault is injected but its effect never shows: status error, every fault reverted."""
     text = EXPERIMENT.replace("recovery: 5s", "recovery: 5s\n  limits: {verifyTimeout: 2s}")
     return run_experiment(FakePlatform(World(no_effect={"pause"}), latency=_latency), text)
+
+
+@pytest.fixture
+def experiment_text() -> str:
+    """The experiment the records above ran (a fixture: test modules must not import a
+    conftest by name, another directory's conftest may shadow it)."""
+    return EXPERIMENT

@@ -393,17 +393,16 @@ def test_journals_without_probe_lag_still_load_and_bad_lag_is_named(
         load_record(path)
 
 
-def test_summary_warns_when_the_guard_sampled_late(passed_record: RunRecord) -> None:
-    from conftest import EXPERIMENT
-
+def test_summary_warns_when_the_guard_sampled_late(passed_record: RunRecord,
+                                                   experiment_text: str) -> None:
     from chaos.model import load_experiment_text
     from chaos.reporting.summary import render_summary
 
-    exp = load_experiment_text(EXPERIMENT)
-    assert "started late" not in render_summary(passed_record, exp, 0)
+    exp = load_experiment_text(experiment_text)
+    assert "started late" not in render_summary(passed_record, exp)
     late = dataclasses.replace(passed_record, probe_lag={
         **passed_record.probe_lag, "web": {"n": 90, "p50": 0.001, "p99": 0.180, "max": 0.4}})
-    text = render_summary(late, exp, 0)
+    text = render_summary(late, exp)
     assert ("warning: probe web started late (scheduling lag p99 180 ms, max 400 ms, "
             "interval 250 ms)") in text
     assert "probe api started late" not in text
