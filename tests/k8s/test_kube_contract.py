@@ -14,7 +14,9 @@ namespace); the netem helper reports what its script reports (see helpers_faults
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,13 +147,16 @@ def test_intent_first_effect_seen_then_gone(scenario: K8sScenario, kube_cluster:
 def test_sigkill_mid_fault_leaves_nothing(scenario: K8sScenario, kube_cluster: Any,
                                           k8s_namespace: str, kubelet_sim: Any,
                                           tmp_path: Path, recover: bool) -> None:
+    running = scenario
     if scenario.one_shot and not recover:
-        pytest.skip("a one-shot kill has nothing that expires")
+        # What lasts of a kill is its repetition (`every`): it must die with the runner.
+        running = dataclasses.replace(scenario, one_shot=False, fault=scenario.fault.replace(
+            "gracePeriod: 0s}", "gracePeriod: 0s, every: 1s}"))
+    text = _text(k8s_namespace, running, duration=8.0)
     state = tmp_path / "state"
-    runner = start(kube_cluster, tmp_path, _text(k8s_namespace, scenario, duration=8.0))
+    runner = start(kube_cluster, tmp_path, text)
     try:
-        marker = "done" if scenario.one_shot else "verified"
-        wait("the fault in effect", lambda: marker in wal_types(state, "f"), 60)
+        wait("the fault in effect", lambda: "verified" in wal_types(state, "f"), 60)
         if scenario.kind == "cpuStress":
             assert _stress_running(kubelet_sim), "the helper's stress-ng is running"
         sigkill(runner)
@@ -165,6 +170,12 @@ def test_sigkill_mid_fault_leaves_nothing(scenario: K8sScenario, kube_cluster: A
         if not scenario.one_shot:
             assert "added the undo container" in result.stdout
     if scenario.one_shot:
+        if not recover:
+            time.sleep(2.0)  # the Deployment replaces the killed pod
+            survivors = uids(kube_cluster, k8s_namespace)
+            time.sleep(3.0)  # three more rounds of `every: 1s`, had the kill outlived the runner
+            now = uids(kube_cluster, k8s_namespace)
+            assert set(survivors) <= set(now), "a kill went on after the runner died"
         return
 
     def helpers_done() -> bool:
