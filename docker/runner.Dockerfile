@@ -21,7 +21,10 @@ COPY probes /opt/chaos/probes
 RUN useradd --uid 65532 --user-group --no-create-home --home-dir /var/lib/chaos chaos \
  && mkdir -p /var/lib/chaos && chown 65532:65532 /var/lib/chaos
 USER 65532:65532
-ENV XDG_STATE_HOME=/var/lib/chaos PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# The shipped probe templates: found by `use: probes/...` from any experiment, also one
+# mounted from a ConfigMap (there is no .git here, so no project root to search up to).
+ENV XDG_STATE_HOME=/var/lib/chaos PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    CHAOS_PROBES_DIR=/opt/chaos/probes
 WORKDIR /opt/chaos
 ENTRYPOINT ["/usr/bin/tini", "--", "chaos"]
 CMD ["--help"]

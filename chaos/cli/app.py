@@ -31,7 +31,9 @@ app.add_typer(demo_app, name="demo")
 ExperimentArg = Annotated[Path, typer.Argument(help="experiment YAML file", show_default=False)]
 ProbesDirOpt = Annotated[
     list[Path] | None,
-    typer.Option("--probes-dir", help="extra folder to look up `use:` probe templates in"),
+    typer.Option("--probes-dir", envvar="CHAOS_PROBES_DIR",
+                 help="folder searched first for `use:` probe templates (repeatable; "
+                      "$CHAOS_PROBES_DIR holds a colon-separated list)"),
 ]
 
 

@@ -20,6 +20,26 @@ if TYPE_CHECKING:  # only for annotations: the models are loaded by whoever buil
 _QUIET_EVENTS = {"sample"}
 
 
+def _shown(value: Any) -> Any:
+    """``value`` with every string in it made safe for a terminal (chaos.reporting.markdown
+    .visible: ESC, BEL, line breaks and bidi overrides shown as escapes). A probe detail is
+    written by whoever answers the probe, and must not drive the operator's terminal or forge a
+    log line."""
+    from chaos.reporting.markdown import visible
+
+    if isinstance(value, str):
+        return visible(value)
+    if isinstance(value, dict):
+        return {_shown(k): _shown(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shown(v) for v in value]
+    return value
+
+
+def _terminal_safe(_logger: Any, _method: str, event: Any) -> Any:
+    return {key: _shown(value) for key, value in event.items()}
+
+
 def configure_logging(fmt: str, verbose: bool, stream: TextIO | None = None) -> bool:
     """Configure structlog; return True when console (human) rendering is used."""
     out = stream or sys.stderr
@@ -35,6 +55,8 @@ def configure_logging(fmt: str, verbose: bool, stream: TextIO | None = None) -> 
             # People at a terminal read local wall time; machines get ISO 8601 UTC.
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False) if console
             else structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # JSON escapes control characters itself; console lines are printed as they are.
+            *([_terminal_safe] if console else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -125,7 +147,8 @@ class CliObserver:
         elapsed = time.monotonic() - self.started
         active = ",".join(self.active) or "none"
         slos = " ".join(f"{k}={v}" for k, v in self.slo_values.items())
-        self.live.draw(f"[{self.phase} {elapsed:5.1f}s] active faults: {active}  {slos}", force)
+        status = f"[{self.phase} {elapsed:5.1f}s] active faults: {active}  {slos}"
+        self.live.draw(_shown(status), force)
 
     def close(self) -> None:
         if self.live:

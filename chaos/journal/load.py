@@ -4,14 +4,22 @@ This is what ``chaos report`` and other tools use to render a finished run again
 journal contract promises is required; a key a newer or older runner may leave out falls back to
 the dataclass default. Anything else that is wrong is an ``InvalidInput`` naming the file and the
 exact place (``faults[1].targets``) so a person can see whether they passed the wrong file.
+
+A journal is untrusted input (``chaos report`` renders whatever file it is given): only a regular
+file of at most ``MAX_JOURNAL_BYTES`` is read (opened without blocking: a FIFO or a device is
+refused, never waited on or read forever), nesting deeper than ``MAX_DEPTH`` and numbers that are
+not finite (``1e999``, ``NaN``) or integers longer than 19 digits are refused, anywhere.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
+from chaos import trust
 from chaos.errors import InvalidInput
 from chaos.journal.record import (
     AbortRecord,
@@ -25,6 +33,13 @@ from chaos.journal.record import (
 
 _HINT = "pass the JSON file written by `chaos run --journal PATH`"
 _MISSING = object()
+
+#: The largest journal read: an hour of four probes sampled every 100 ms is about 15 MB.
+MAX_JOURNAL_BYTES = 64 * 1024 * 1024
+#: The deepest nesting of lists and objects; a journal nests fewer than 10 levels.
+MAX_DEPTH = 64
+#: Integers with more digits than this are refused (a journal's fit in 64 bits).
+_MAX_INT_DIGITS = 19
 
 
 class _Reader:
@@ -206,8 +221,27 @@ def _rollback(r: _Reader) -> RollbackRecord:
     )
 
 
+def _check_tree(data: object, source: str) -> None:
+    """Every number finite and the nesting at most ``MAX_DEPTH``, anywhere (also in parts no
+    field reads, such as a fault's ``revert_state``); iterative, so depth cannot overflow."""
+    stack: list[tuple[object, str, int]] = [(data, "", 1)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidInput(f"{source}: not a chaos run journal: nested more than {MAX_DEPTH} "
+                               f"levels deep at '{where}'", hint=_HINT)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"{source}: not a chaos run journal: '{where or 'the top level'}' "
+                               f"is {value}, not a finite number", hint=_HINT)
+        if isinstance(value, dict):
+            stack += ((v, f"{where}.{k}" if where else str(k), depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack += ((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+
+
 def record_from_dict(data: object, source: str = "journal") -> RunRecord:
     """Rebuild a ``RunRecord`` from the parsed JSON of ``RunRecord.to_dict``."""
+    _check_tree(data, source)
     r = _Reader(source, "", data)
     status_text = r.get_str("status")
     try:
@@ -273,11 +307,81 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _BadNumber(ValueError):
+    """A number a journal never holds; ``literal`` is its text, to locate it."""
+
+    def __init__(self, literal: str, why: str) -> None:
+        super().__init__(why)
+        self.literal = literal
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _BadNumber(literal, f"the number {_short(literal)} is out of range (not finite)")
+    return value
+
+
+def _bounded_int(literal: str) -> int:
+    digits = len(literal.lstrip("-"))
+    if digits > _MAX_INT_DIGITS:
+        raise _BadNumber(literal, f"an integer of {digits} digits (at most {_MAX_INT_DIGITS})")
+    return int(literal)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 30 else f"{text[:27]}..."
+
+
+# A JSON string, or one of the characters that open or close a level (strings skipped whole).
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _line_col(text: str, index: int) -> str:
+    line = text.count("\n", 0, index) + 1
+    column = index - text.rfind("\n", 0, index)
+    return f"{line}:{column}"
+
+
+def _where_too_deep(text: str) -> str:
+    """``line:column`` of the first bracket past ``MAX_DEPTH`` levels (stops there), or ''."""
+    depth = 0
+    for match in _TOKEN.finditer(text):
+        token = match.group(0)
+        if token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return _line_col(text, match.start())
+        elif token in "]}":
+            depth -= 1
+    return ""
+
+
+def _where_literal(text: str, literal: str) -> str:
+    """``line:column`` of the number ``literal`` outside strings, or ''."""
+    pattern = re.compile(r'"(?:[^"\\]|\\.)*"|(?<![\w.+-])' + re.escape(literal) + r"(?![\w.])")
+    for match in pattern.finditer(text):
+        if not match.group(0).startswith('"'):
+            return _line_col(text, match.start())
+    return ""
+
+
+def _read_journal(p: Path) -> str:
+    """The UTF-8 text of the regular file ``p``, at most ``MAX_JOURNAL_BYTES`` (chaos.trust:
+    a FIFO is refused, not waited on, and a device is never read)."""
+    try:
+        data, _ = trust.read_regular(p, limit=MAX_JOURNAL_BYTES, what="journal file",
+                                     limit_says="a journal is at most", chunk=1 << 20)
+    except trust.Refused as exc:
+        raise InvalidInput(f"{p}: {exc}", hint=_HINT) from None
+    return data.decode("utf-8")
+
+
 def load_record(path: str | Path) -> RunRecord:
     """Read the run journal at ``path``; ``InvalidInput`` says clearly what is wrong with it."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = _read_journal(p)
     except FileNotFoundError:
         raise InvalidInput(f"{p}: no such file", hint=_HINT) from None
     except IsADirectoryError:
@@ -288,7 +392,16 @@ def load_record(path: str | Path) -> RunRecord:
     except OSError as exc:
         raise InvalidInput(f"{p}: cannot read the journal: {exc.strerror or exc}") from exc
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                          parse_int=_bounded_int)
+    except RecursionError:
+        where = _where_too_deep(text)
+        raise InvalidInput(f"{p}:{where + ': ' if where else ' '}not a chaos run journal: "
+                           f"nested more than {MAX_DEPTH} levels deep", hint=_HINT) from None
+    except _BadNumber as exc:
+        where = _where_literal(text, exc.literal)
+        raise InvalidInput(f"{p}:{where + ': ' if where else ' '}not a chaos run journal: {exc}",
+                           hint=_HINT) from None
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"{p}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from html import escape
+from html import escape as _html_escape
 
 from chaos.journal.record import FaultRecord, RunRecord, SampleRecord, SloRecord, Status
 from chaos.objectives import objective
@@ -27,8 +27,16 @@ from chaos.reporting.markdown import (
     run_seconds,
     shorten,
     status_word,
+    visible,
 )
 from chaos.units import format_duration, threshold_parser
+
+
+def escape(text: str) -> str:
+    r"""HTML-escaped, with control characters shown as ``\x1b``, ``\x07``, ...: a probe detail
+    is chosen by a server, and ``chaos report -f html`` without ``-o`` prints to a terminal."""
+    return _html_escape(visible(text))
+
 
 # Chart geometry, in SVG user units (the SVG scales to the page width).
 _WIDTH = 1200

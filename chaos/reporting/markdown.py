@@ -3,11 +3,17 @@
 A verdict line (status word and exit code, no emoji), the message and the abort reason, then one
 table each for SLOs, faults and rollbacks. Long cells are shortened, so a normal run stays well
 under 60 lines. The small formatting helpers here are shared with the JUnit and HTML renderers.
+
+Every text that came from the run (probe details are chosen by the server a probe talks to,
+journals given to ``chaos report`` by anyone) is escaped: no raw HTML, link, image, emphasis
+or autolink can render, and control characters (ESC, BEL, ...) are shown as ``\\x1b``
+(:func:`visible`), because the Markdown is posted to pull requests and printed to terminals.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from chaos.journal.outcome import EXIT_MEANINGS, ExitCode, outcome_of
 from chaos.journal.record import FaultRecord, RunRecord, SloRecord
@@ -88,6 +94,26 @@ def shorten(text: str, limit: int = _MAX_CELL) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    if named:
+        return named
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def visible(text: str) -> str:
+    r"""``text`` with every character that is not printable (control characters such as ESC and
+    BEL, line breaks, bidirectional overrides, zero-width characters) shown as an escape:
+    ``\x1b``, ``\n``, ``\u202e``. For anything printed to a terminal or rendered in a report:
+    a probe detail is chosen by whoever answers the probe, and must not drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
+
+
 def targets_text(targets: list[str], shown: int = 2) -> str:
     if not targets:
         return "-"
@@ -100,21 +126,49 @@ def targets_text(targets: list[str], shown: int = 2) -> str:
 # ------------------------------------------------------------------------------ markdown
 
 
+# Characters with a meaning in (GitHub-flavoured) Markdown, escaped with a backslash. '<' is
+# written as &lt; (no HTML tag or <autolink> can start) and '&' as &amp; (no entity); '>' is
+# left alone: without a '<' it only means a quote at the start of a line, and no escaped text
+# starts a line.
+_MD_SPECIAL = re.compile(r"[\\*_\[\]|~#!]")
+# GitHub turns these into links by themselves: http://, https://, ftp://, mailto:, xmpp:,
+# www. and e-mail addresses. A backslash before ':' or '.' breaks the first ones; an address
+# needs a zero-width space after the '@' (GitHub still links a\@b.com), written as the entity
+# &#8203; so that the text stays printable (it is also printed to terminals).
+_AUTOLINK = re.compile(r"(?i)\b(https?|ftp|mailto|xmpp)(:)|\b(www)(\.)|@(?=[a-z0-9])")
+
+
+def md_text(text: str) -> str:
+    """Run text made inert in Markdown: shown as it is, but no HTML, link, image, autolink or
+    emphasis renders from it, control characters are visible, and a backtick becomes ' ."""
+    text = visible(text).replace("&", "&amp;").replace("<", "&lt;").replace("`", "'")
+    text = _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+    return _AUTOLINK.sub(_break_autolink, text)
+
+
+def _break_autolink(match: re.Match[str]) -> str:
+    if match.group(1):
+        return match.group(1) + "\\:"
+    if match.group(3):
+        return match.group(3) + "\\."
+    return "@&#8203;"
+
+
 def _cell(text: str, limit: int = _MAX_CELL) -> str:
-    """One table cell: on one line, no pipes that would split it, not too long."""
-    short = shorten(text, limit)
-    return short.replace("\\", "\\\\").replace("|", "\\|").replace("`", "'") or "-"
+    """One table cell: on one line, no pipes that would split it, not too long, inert."""
+    return md_text(shorten(text, limit)) or "-"
 
 
 def _code(text: str) -> str:
-    return "`" + text.replace("`", "'") + "`"
+    """A code span: nothing in it renders; on one line, no backtick to end it early."""
+    return "`" + visible(" ".join(text.split())).replace("`", "'") + "`"
 
 
 def _at(record: RunRecord, iso_ts: str | None) -> str:
     seconds = run_seconds(record, iso_ts)
     if seconds is not None:
         return f"+{seconds:.2f}s"
-    return iso_ts[11:23] if iso_ts else "-"
+    return md_text(iso_ts[11:23]) if iso_ts else "-"
 
 
 def render_markdown(record: RunRecord) -> str:
@@ -125,10 +179,10 @@ def render_markdown(record: RunRecord) -> str:
         "",
     ]
     if record.message:
-        lines.append(f"> {shorten(record.message, 300)}")
+        lines.append(f"> {md_text(shorten(record.message, 300))}")
         lines.append("")
     if record.abort is not None:
-        reason = shorten(record.abort.reason, 300)
+        reason = md_text(shorten(record.abort.reason, 300))
         lines.append(f"**Abort reason** (t={record.abort.t:.2f}s): {reason}")
         lines.append("")
     if record.slos:
@@ -137,9 +191,9 @@ def render_markdown(record: RunRecord) -> str:
             "|---|---|---|---|---|",
         ]
         for s in record.slos:
-            verdict = f"**{s.verdict}**" if s.verdict == "breached" else s.verdict
+            verdict = f"**{s.verdict}**" if s.verdict == "breached" else _cell(s.verdict)
             if s.breach_phase:
-                verdict += f" ({s.breach_phase})"
+                verdict += f" ({_cell(s.breach_phase)})"
             lines.append(
                 f"| {_cell(s.name)} | {_cell(s.objective)} on {_cell(s.probe)} "
                 f"| {_cell(s.threshold)} | {_cell(format_slo_value(s, s.observed))} "
@@ -179,7 +233,7 @@ def render_markdown(record: RunRecord) -> str:
         lines.append("**Errors**")
         lines.append("")
         for error in record.errors[:_MAX_ERRORS]:
-            lines.append(f"- {shorten(error, 200)}")
+            lines.append(f"- {md_text(shorten(error, 200))}")
         if len(record.errors) > _MAX_ERRORS:
             lines.append(f"- ... and {len(record.errors) - _MAX_ERRORS} more in the journal")
         lines.append("")
@@ -194,10 +248,12 @@ __all__ = [
     "exit_meaning",
     "fault_outcome",
     "format_slo_value",
+    "md_text",
     "parse_time",
     "render_markdown",
     "run_seconds",
     "shorten",
     "status_word",
     "targets_text",
+    "visible",
 ]

@@ -1,4 +1,10 @@
-"""The one-screen summary printed at the end of a run, and the plan printed before one."""
+"""The one-screen summary printed at the end of a run, and the plan printed before one.
+
+Both go to a terminal and carry text the runner does not choose (a probe's detail is what a
+server answered, a target's description is a process's command line): every line is passed
+through :func:`chaos.reporting.markdown.visible`, so ESC, BEL and line breaks inside a value are
+shown as ``\\x1b``, ``\\x07``, ``\\n`` instead of driving the terminal or forging lines.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from typing import TYPE_CHECKING
 from chaos.journal.outcome import outcome_of
 from chaos.journal.record import RunRecord
 from chaos.objectives import format_observed
+from chaos.reporting.markdown import visible
 from chaos.units import format_duration
 
 if TYPE_CHECKING:
@@ -92,7 +99,7 @@ def render_summary(record: RunRecord, experiment: Experiment, journal: str | Non
         lines.append(f"error: {error}")
     if journal:
         lines.append(f"journal: {journal}")
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)
 
 
 def render_plan(experiment: Experiment, faults: list[tuple[str, str, list[str]]]) -> str:
@@ -136,4 +143,4 @@ def render_plan(experiment: Experiment, faults: list[tuple[str, str, list[str]]]
         lines.append("rollbacks (always run at the end):")
         for r in spec.rollbacks:
             lines.append(f"  {r.name}: {r.describe()}")
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)

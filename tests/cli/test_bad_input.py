@@ -7,24 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-GOOD = """\
-apiVersion: chaos/v1
-kind: Experiment
-metadata: {name: t}
-spec:
-  probes:
-    - name: web
-      http: {url: "http://127.0.0.1:9/health", timeout: 1s}
-      interval: 250ms
-  slos:
-    - {name: avail, probe: web, successRate: ">= 99%", window: 5s}
-  faults:
-    - name: pause
-      processPause: {target: {pid: 1}}
-      at: 1s
-      duration: 5s
-"""
+from cli_kit import GOOD
 
 CASES = [
     # (id, replace-from, replace-to, expected fragment of the message, line, column)
