@@ -48,7 +48,11 @@ StateDirOpt = Annotated[
 
 
 def _fail(exc: ChaosError) -> None:
-    print(f"error: {exc}", file=sys.stderr)
+    from chaos.redact import current
+
+    # Through the run's redactor once one is active (a preflight error quoting a URL or an
+    # argv); before that, the default one still hides every URL's userinfo and query string.
+    print(f"error: {current().text(str(exc))}", file=sys.stderr)
     # The numbers of chaos.journal.outcome.ExitCode (not imported: it is not needed to fail).
     raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1)
 
@@ -85,7 +89,11 @@ def run(
         try:
             check_http_url(pushgateway, "http://pushgateway:9091")
         except ValueError as exc:
-            _fail(InvalidInput(f"--pushgateway must be an http(s) URL: {exc}"))
+            from chaos.redact import Redactor
+
+            # The refused value may still carry a password: say it without one.
+            said = Redactor(urls=[pushgateway]).text(str(exc))
+            _fail(InvalidInput(f"--pushgateway must be an http(s) URL: {said}"))
     labels: dict[str, str] = {}
     for item in metric_label or []:
         name, sep, value = item.partition("=")

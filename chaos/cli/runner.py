@@ -106,8 +106,12 @@ def execute(args: RunArgs) -> int:
 
     experiment = load_experiment(args.experiment, probes_dirs=args.probes_dirs)
     check_environment(experiment)  # a missing token is exit 2, before anything
+    from chaos import redact  # the run's secrets, masked in every detail it writes
+
+    redact.activate(redact.Redactor.for_run(experiment, os.environ, urls=[args.pushgateway]))
     if args.dry_run:
-        print(asyncio.run(plan(experiment, args.kube)))
+        # What a run would touch, with the same secrets masked as a run's outputs.
+        print(redact.current().text(asyncio.run(plan(experiment, args.kube))))
         return 0
 
     import structlog
@@ -213,17 +217,19 @@ def push_metrics(record: RunRecord, url: str, labels: dict[str, str]) -> None:
     """Push the run metrics; the run's exit code stays the run's, a push failure is said."""
     import asyncio
 
+    from chaos import redact
     from chaos.errors import ChaosError
     from chaos.platform.pushgateway import push_run_metrics
     from chaos.reporting.metrics import render_run_metrics
 
+    redactor = redact.current().extended(urls=[url])  # the gateway's userinfo never shows
     body = render_run_metrics(record, labels)
     try:
         asyncio.run(push_run_metrics(url, "chaos-runner", {"experiment": record.experiment},
                                      body))
-        print(f"metrics: pushed to {url}")
+        print(f"metrics: pushed to {redactor.url(url)}")
     except ChaosError as exc:
-        print(f"error: pushing run metrics failed: {exc}", file=sys.stderr)
+        print(f"error: pushing run metrics failed: {redactor.text(str(exc))}", file=sys.stderr)
 
 
 def report(journal: Path, fmt: str, output: Path | None) -> int:

@@ -23,6 +23,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from chaos import redact
 from chaos.errors import ChaosError, TransientError
 from chaos.journal.record import FaultRecord, StopCause
 
@@ -34,11 +35,15 @@ Stop = Callable[[StopCause, str], None]
 
 
 def describe_exc(exc: BaseException) -> str:
+    """An exception in words for the record and the logs, the run's secrets masked
+    (chaos.redact: URLs without userinfo or query string)."""
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, ChaosError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return redact.current().text(text)
 
 
 class FaultRunner:

@@ -202,9 +202,10 @@ class Orchestrator:
                 started = True
                 await self._run_phases()
         except Exception as exc:  # a bug or an unexpected driver failure: still revert everything
-            self.record.errors.append(f"unexpected error: {type(exc).__name__}: {exc}")
-            self.obs.event("error", error=str(exc))
-            self._stop_for(StopCause.UNEXPECTED, f"unexpected error: {describe_exc(exc)}")
+            said = describe_exc(exc)
+            self.record.errors.append(f"unexpected error: {said}")
+            self.obs.event("error", error=said)
+            self._stop_for(StopCause.UNEXPECTED, f"unexpected error: {said}")
             if self.state.phase in (Phase.BASELINE, Phase.INJECTING, Phase.OBSERVING):
                 self._move(Phase.REVERTING)
             await self.faults.revert_all()
@@ -217,7 +218,7 @@ class Orchestrator:
                     outcome = decide(self.record)
                     await self.platform.finish(str(outcome.status), outcome.message)
                 except Exception as exc:
-                    self.record.errors.append(f"reporting the outcome failed: {exc}")
+                    self.record.errors.append(f"reporting the outcome failed: {describe_exc(exc)}")
             await self._close_platform()
             if self.options.release_targets is not None:
                 self.options.release_targets()
@@ -243,7 +244,7 @@ class Orchestrator:
             try:
                 fault = await self.platform.plan_fault(fspec)
             except ChaosError as exc:
-                problems.append(f"fault '{fspec.name}': {exc}")
+                problems.append(f"fault '{fspec.name}': {describe_exc(exc)}")
                 continue
             self._faults.append(fault)
             rec = FaultRecord(
@@ -262,18 +263,18 @@ class Orchestrator:
             try:
                 await self.platform.preflight()
             except ChaosError as exc:
-                problems.append(str(exc))
+                problems.append(describe_exc(exc))
         if not problems and self.options.claim_targets is not None:
             keys = sorted({k for fault in self._faults for k in fault.target_keys()})
             try:
                 self.options.claim_targets(keys)
             except ChaosError as exc:
-                problems.append(str(exc))
+                problems.append(describe_exc(exc))
         if not problems:
             try:
                 await self.platform.prepare(self._platform_lost)
             except ChaosError as exc:
-                problems.append(str(exc))
+                problems.append(describe_exc(exc))
         if problems:
             self.record.preflight_errors = problems
             self.record.errors += problems

@@ -9,7 +9,7 @@ returns located problems so the loader can point at the offending line.
 # No ``from __future__ import annotations``: pydantic would have to eval every field's annotation
 # string when the classes are created, on each CLI start.
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
 from pydantic.alias_generators import to_snake
@@ -302,6 +302,11 @@ class Spec(Strict):
     faults: list[FaultSpec] = Field(default_factory=list)
     rollbacks: list[RollbackSpec] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
+    secrets: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=list,
+        description="environment variables whose values are secrets: masked in the journal, "
+        "reports, logs and output (bearerTokenEnv and basicAuth variables are secret anyway)",
+    )
 
     @property
     def fault_span(self) -> float:

@@ -4,16 +4,22 @@
 each push leaves exactly the last run's metrics behind. Values that cannot travel in a path
 segment (a ``/``, or the empty string) use the Pushgateway's ``<label>@base64/<base64url>`` form.
 Failures raise :class:`~chaos.errors.PlatformError` saying where the push went and why it failed.
+
+The push has a total deadline (``timeout``, the whole request: httpx's own timeout is per read)
+and reads at most 64 KiB of an error answer. The URL is shown without its userinfo or query
+string and the run's secrets are masked (chaos.redact), so the gateway's credentials never show.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from urllib.parse import quote
 
 import httpx
 
+from chaos import redact
 from chaos.errors import InvalidInput, PlatformError
 from chaos.units import check_http_url
 
@@ -21,6 +27,8 @@ __all__ = ["grouping_path", "push_run_metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_TIMEOUT = 10.0
+#: The most of an error answer read (the message shows its first 500 characters).
+ERROR_BODY_LIMIT = 64 * 1024
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -47,7 +55,7 @@ def grouping_path(job: str, grouping: dict[str, str]) -> str:
     return "/metrics/" + "/".join(parts)
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def _describe(exc: httpx.HTTPError, timeout: float) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError):
         cause: BaseException | None = exc
@@ -57,7 +65,7 @@ def _describe(exc: httpx.HTTPError) -> str:
             cause = cause.__cause__ or cause.__context__
         return f"cannot connect: {text}"
     if isinstance(exc, httpx.TimeoutException):
-        return f"timed out after {DEFAULT_TIMEOUT:g}s ({type(exc).__name__})"
+        return f"timed out after {timeout:g}s ({type(exc).__name__})"
     return f"{type(exc).__name__}: {text}"
 
 
@@ -67,33 +75,50 @@ async def push_run_metrics(
     grouping: dict[str, str],
     body: str,
     client: httpx.AsyncClient | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> None:
     """PUT ``body`` (text exposition format) to the Pushgateway at ``url`` under the grouping
-    key; raise PlatformError when the gateway cannot be reached or does not answer 2xx."""
+    key, within ``timeout`` seconds in all; raise PlatformError when the gateway cannot be
+    reached, does not answer in time or does not answer 2xx."""
+    redactor = redact.current().extended(urls=[url])
     try:
         check_http_url(url, "http://host:9091")
     except ValueError as exc:
-        raise InvalidInput(f"the Pushgateway URL: {exc}") from None
+        raise InvalidInput(f"the Pushgateway URL: {redactor.text(str(exc))}") from None
     target = url.rstrip("/") + grouping_path(job, grouping)
+    where = f"pushing run metrics to {redactor.url(target)} failed"
+    hint = "check the --pushgateway URL and that the Pushgateway is running"
     own = client is None
     http = client if client is not None else httpx.AsyncClient(trust_env=False)
     try:
-        response = await http.put(
-            target,
-            content=body.encode(),
-            headers={"Content-Type": CONTENT_TYPE},
-            timeout=DEFAULT_TIMEOUT,
-        )
+        async with asyncio.timeout(timeout):
+            async with http.stream(
+                "PUT",
+                target,
+                content=body.encode(),
+                headers={"Content-Type": CONTENT_TYPE},
+                timeout=timeout,
+            ) as response:
+                status = response.status_code
+                answer = b""
+                if not 200 <= status < 300:
+                    chunks = response.aiter_bytes()
+                    async for chunk in chunks:
+                        answer += chunk
+                        if len(answer) >= ERROR_BODY_LIMIT:
+                            break
+                    close = getattr(chunks, "aclose", None)
+                    if close is not None:
+                        await close()
+    except TimeoutError:
+        raise PlatformError(f"{where}: timed out after {timeout:g}s (the whole request)",
+                            hint=hint) from None
     except httpx.HTTPError as exc:
-        raise PlatformError(
-            f"pushing run metrics to {target} failed: {_describe(exc)}",
-            hint="check the --pushgateway URL and that the Pushgateway is running",
-        ) from exc
+        raise PlatformError(redactor.text(f"{where}: {_describe(exc, timeout)}"),
+                            hint=hint) from None
     finally:
         if own:
             await http.aclose()
-    if not 200 <= response.status_code < 300:
-        text = response.text.strip().replace("\n", " ")[:500] or "(empty body)"
-        raise PlatformError(
-            f"pushing run metrics to {target} failed: HTTP {response.status_code}: {text}"
-        )
+    if not 200 <= status < 300:
+        text = answer.decode("utf-8", "replace").strip().replace("\n", " ")[:500]
+        raise PlatformError(redactor.text(f"{where}: HTTP {status}: {text or '(empty body)'}"))

@@ -1,4 +1,10 @@
-"""Command probe: runs an argv (never a shell string); ok on the expected exit code and output."""
+"""Command probe: runs an argv (never a shell string); ok on the expected exit code and output.
+
+The program gets a minimal environment (PATH, HOME, LANG, LC_ALL, TZ, TMPDIR when set) plus its
+``env:``, never the runner's whole environment; ``env: {NAME: "${NAME}"}`` passes a variable
+through. Details are masked with the run's redactor (chaos.redact): a program that cannot be
+started is named by ``argv[0]`` only, and output that echoes a secret shows ``***``.
+"""
 
 # No ``from __future__ import annotations``: pydantic reads the models' annotations.
 from typing import TYPE_CHECKING, ClassVar
@@ -55,25 +61,28 @@ class CommandProbeDriver:
         from chaos.engine.protocols import Outcome
         from chaos.errors import PlatformError
         from chaos.platform.local.run import run_argv
+        from chaos.redact import current
 
         c = self._cmd
         try:
             result = await run_argv(
-                list(c.argv), timeout=c.timeout, env=dict(c.env) or None, cwd=c.cwd
+                list(c.argv), timeout=c.timeout, env=dict(c.env), cwd=c.cwd, inherit_env=False
             )
         except PlatformError as exc:
-            return Outcome(False, None, exc.message)
-        if result.timed_out:
-            return Outcome(False, result.duration, f"timed out after {c.timeout:g}s")
-        if result.returncode != c.expect.exit_code:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
-            return Outcome(
-                False,
-                result.duration,
-                f"exit code {result.returncode} (expected {c.expect.exit_code}) {tail[0][:200]}"
-                .rstrip(),
-            )
-        if c.expect.stdout_contains is not None and c.expect.stdout_contains not in result.stdout:
-            return Outcome(False, result.duration,
-                           f"output does not contain {c.expect.stdout_contains!r}")
-        return Outcome(True, result.duration, f"exit {result.returncode}")
+            return Outcome(False, None, current().text(exc.message))
+        ok, detail = self._judge(result.returncode, result.timed_out, result.stdout,
+                                 result.stderr)
+        return Outcome(ok, result.duration, current().text(detail))
+
+    def _judge(self, returncode: int, timed_out: bool, stdout: str,
+               stderr: str) -> tuple[bool, str]:
+        c = self._cmd
+        if timed_out:
+            return False, f"timed out after {c.timeout:g}s"
+        if returncode != c.expect.exit_code:
+            tail = (stderr or stdout).strip().splitlines()[-1:] or [""]
+            return False, (f"exit code {returncode} (expected {c.expect.exit_code}) "
+                           f"{tail[0][:200]}").rstrip()
+        if c.expect.stdout_contains is not None and c.expect.stdout_contains not in stdout:
+            return False, f"output does not contain {c.expect.stdout_contains!r}"
+        return True, f"exit {returncode}"

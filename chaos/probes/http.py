@@ -3,6 +3,11 @@
 A sample is ok when the status is in the expected set and, if asked, the body contains a string
 or a JSON field equals a value. Connection errors and timeouts are failed samples whose detail
 says what happened; they never raise.
+
+Every request has a total deadline, the probe's ``timeout`` (httpx's own timeout is per read: a
+server dripping a byte a second never trips it), and at most :data:`BODY_LIMIT` bytes of a body are
+read: a larger body is a failed sample when ``bodyContains`` or ``json`` needs it, and is not read
+further otherwise. Details are masked with the run's redactor (chaos.redact).
 """
 
 # No ``from __future__ import annotations``: pydantic reads the models' annotations.
@@ -23,6 +28,8 @@ if TYPE_CHECKING:
     from chaos.model.experiment import ProbeSpec
 
 _MISSING = object()
+#: The most of a response body a probe (or a rollback, or a Prometheus answer) reads: 1 MiB.
+BODY_LIMIT = 1 << 20
 
 
 class JsonExpect(Strict):
@@ -95,6 +102,25 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+async def read_capped(response: "httpx.Response", limit: int = BODY_LIMIT) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of the (decoded) body of a streamed response, and whether there
+    was more; nothing past the limit is read."""
+    kept = bytearray()
+    chunks = response.aiter_bytes()
+    try:
+        async for chunk in chunks:
+            room = limit - len(kept)
+            if len(chunk) > room:
+                kept += chunk[:room]
+                return bytes(kept), True
+            kept += chunk
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+    return bytes(kept), False
+
+
 def _connect_error(exc: "httpx.HTTPError") -> str:
     import httpx
 
@@ -124,41 +150,58 @@ class HttpProbeDriver:
         return self._spec
 
     async def sample(self) -> "Outcome":
+        import asyncio
+
         import httpx
 
         from chaos.engine.protocols import Outcome
+        from chaos.redact import current
 
         h = self._http
         started = time.perf_counter()
         try:
-            response = await self._client.request(
-                h.method,
-                h.url,
-                headers=h.headers,
-                content=h.body,
-                timeout=h.timeout,
-                follow_redirects=h.follow_redirects,
-            )
+            async with asyncio.timeout(h.timeout):
+                async with self._client.stream(
+                    h.method,
+                    h.url,
+                    headers=h.headers,
+                    content=h.body,
+                    timeout=h.timeout,
+                    follow_redirects=h.follow_redirects,
+                ) as response:
+                    body, truncated = await read_capped(response)
+        except TimeoutError:
+            return Outcome(False, time.perf_counter() - started,
+                           f"timed out after {h.timeout:g}s (the whole request)")
         except httpx.HTTPError as exc:
-            return Outcome(False, time.perf_counter() - started, _connect_error(exc))
+            return Outcome(False, time.perf_counter() - started,
+                           current().text(_connect_error(exc)))
         latency = time.perf_counter() - started
+        ok, detail = self._judge(response, body, truncated)
+        return Outcome(ok, latency, current().text(detail))
+
+    def _judge(self, response: "httpx.Response", body: bytes,
+               truncated: bool) -> tuple[bool, str]:
+        h = self._http
         if response.status_code not in h.expect.status:
             expected = ",".join(str(s) for s in h.expect.status)
-            return Outcome(False, latency, f"status {response.status_code} (expected {expected})")
-        if h.expect.body_contains is not None and h.expect.body_contains not in response.text:
-            return Outcome(False, latency, f"body does not contain {h.expect.body_contains!r}")
+            return False, f"status {response.status_code} (expected {expected})"
+        if truncated and (h.expect.body_contains is not None or h.expect.json_ is not None):
+            return False, (f"body is larger than {BODY_LIMIT // 1024} KiB, the most a probe "
+                           "reads; bodyContains and json need all of it")
+        if h.expect.body_contains is not None:
+            text = body.decode(response.encoding or "utf-8", "replace")
+            if h.expect.body_contains not in text:
+                return False, f"body does not contain {h.expect.body_contains!r}"
         if h.expect.json_ is not None:
             try:
-                data = response.json()
+                data = json.loads(body)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                return Outcome(False, latency, "body is not JSON")
+                return False, "body is not JSON"
             found = json_path(data, h.expect.json_.path)
             if found is _MISSING:
-                return Outcome(False, latency, f"JSON has no '{h.expect.json_.path}'")
+                return False, f"JSON has no '{h.expect.json_.path}'"
             if found != h.expect.json_.equals:
-                return Outcome(
-                    False,
-                    latency,
-                    f"JSON {h.expect.json_.path} is {found!r}, expected {h.expect.json_.equals!r}",
-                )
-        return Outcome(True, latency, str(response.status_code))
+                return False, (f"JSON {h.expect.json_.path} is {found!r}, expected "
+                               f"{h.expect.json_.equals!r}")
+        return True, str(response.status_code)

@@ -12,6 +12,11 @@ fault is injected; the driver's constructor calls it too.
 
 The driver uses the run's shared httpx client unless the probe needs its own TLS settings
 (``verifyTls: false`` or ``caFile``); then it owns a client, which :meth:`aclose` closes.
+
+A query has a total deadline (``timeout``, the whole request) and reads at most
+:data:`chaos.probes.http.BODY_LIMIT` of the answer; a larger answer is a failed sample. Details
+are masked with the run's redactor (chaos.redact): the token, the basic-auth pair, the URL's
+userinfo and query string never show.
 """
 
 # No ``from __future__ import annotations``: pydantic reads the models' annotations.
@@ -148,10 +153,10 @@ def _labels(metric: object) -> str:
     return f"{name}{{{inner}}}"
 
 
-def _error_text(response: "httpx.Response") -> str:
+def _error_text(body: bytes) -> str:
     """Prometheus' own ``error`` field when the body has one, else the start of the body."""
     try:
-        data = response.json()
+        data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         data = None
     error = data.get("error") if isinstance(data, dict) else None
@@ -159,7 +164,7 @@ def _error_text(response: "httpx.Response") -> str:
         kind = data.get("errorType")
         prefix = f"{kind}: " if isinstance(kind, str) and kind else ""
         return (prefix + error)[:_MAX_ERROR]
-    text = response.text.strip().replace("\n", " ")
+    text = body[:4 * _MAX_ERROR].decode("utf-8", "replace").strip().replace("\n", " ")
     return text[:_MAX_ERROR] or "(empty body)"
 
 
@@ -209,49 +214,67 @@ class PrometheusProbeDriver:
             self._owned = None
 
     async def sample(self) -> "Outcome":
+        import asyncio
+
         import httpx
 
         from chaos.engine.protocols import Outcome
-        from chaos.probes.http import _connect_error
+        from chaos.probes.http import _connect_error, read_capped
+        from chaos.redact import current
 
         p = self._prom
+        redactor = current()
+        shown = redactor.url(p.url)
         started = time.perf_counter()
         try:
-            response = await self._client.get(
-                self._url,
-                params={"query": p.query, "timeout": f"{p.timeout:g}s"},
-                headers=self._headers,
-                auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
-                timeout=p.timeout,
-            )
+            async with asyncio.timeout(p.timeout):
+                async with self._client.stream(
+                    "GET",
+                    self._url,
+                    params={"query": p.query, "timeout": f"{p.timeout:g}s"},
+                    headers=self._headers,
+                    auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
+                    timeout=p.timeout,
+                ) as response:
+                    body, truncated = await read_capped(response)
+        except TimeoutError:
+            return Outcome(False, time.perf_counter() - started,
+                           f"prometheus {shown}: timed out after {p.timeout:g}s "
+                           "(the whole request)")
         except httpx.HTTPError as exc:
             return Outcome(False, time.perf_counter() - started,
-                           f"prometheus {p.url}: {_connect_error(exc)}")
+                           redactor.text(f"prometheus {shown}: {_connect_error(exc)}"))
         except Exception as exc:  # a sample never raises (e.g. a closed client)
             return Outcome(False, time.perf_counter() - started,
-                           f"prometheus {p.url}: {type(exc).__name__}: {exc}")
+                           redactor.text(f"prometheus {shown}: {type(exc).__name__}: {exc}"))
         latency = time.perf_counter() - started
-        ok, detail = self._judge(response)
-        return Outcome(ok, latency, detail)
+        ok, detail = self._judge(response.status_code, body, truncated, shown)
+        return Outcome(ok, latency, redactor.text(detail))
 
-    def _judge(self, response: "httpx.Response") -> tuple[bool, str]:
+    def _judge(self, status: int, answer: bytes, truncated: bool,
+               shown: str) -> tuple[bool, str]:
+        from chaos.probes.http import BODY_LIMIT
+
         p = self._prom
-        if response.status_code != 200:
+        if status != 200:
             hint = ""
-            if response.status_code in (401, 403):
+            if status in (401, 403):
                 hint = " (check bearerTokenEnv / basicAuth)"
-            elif response.status_code == 404:
-                hint = f" (is {p.url} the Prometheus base URL?)"
-            return False, f"HTTP {response.status_code}{hint}: {_error_text(response)}"
+            elif status == 404:
+                hint = f" (is {shown} the Prometheus base URL?)"
+            return False, f"HTTP {status}{hint}: {_error_text(answer)}"
+        if truncated:
+            return False, (f"answer is larger than {BODY_LIMIT // 1024} KiB, the most a probe "
+                           "reads: the query returns too many series; aggregate it, e.g. sum(...)")
         try:
-            body: Any = response.json()
+            body: Any = json.loads(answer)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return False, (f"answer is not JSON (is {p.url} a Prometheus server?): "
-                           f"{response.text[:100]!r}")
+            return False, (f"answer is not JSON (is {shown} a Prometheus server?): "
+                           f"{answer[:100].decode('utf-8', 'replace')!r}")
         if not isinstance(body, dict):
             return False, "answer is not a Prometheus API response"
         if body.get("status") != "success":
-            return False, f"query failed: {_error_text(response)}"
+            return False, f"query failed: {_error_text(answer)}"
         data = body.get("data")
         if not isinstance(data, dict):
             return False, "answer has no data"

@@ -150,31 +150,52 @@ class LocalPlatform:
         return spec.kind.driver(spec, self)
 
     async def run_rollback(self, spec: RollbackSpec) -> str:
+        """Run one rollback. A command gets the minimal environment plus its ``env:``; an HTTP
+        call has a total deadline (its ``timeout``) and its body is not read (the status is all
+        that counts). Details are masked (chaos.redact): a URL shows as scheme://host[:port]/…,
+        a program that cannot be started by argv[0] only."""
+        from chaos.redact import current
+
+        redactor = current()
         if spec.command is not None:
             from chaos.platform.local.run import run_argv
 
             c = spec.command
-            result = await run_argv(list(c.argv), timeout=c.timeout, env=dict(c.env) or None,
-                                    cwd=c.cwd)
+            try:
+                result = await run_argv(list(c.argv), timeout=c.timeout, env=dict(c.env),
+                                        cwd=c.cwd, inherit_env=False)
+            except PlatformError as exc:
+                raise type(exc)(redactor.text(exc.message),
+                                hint=exc.hint and redactor.text(exc.hint)) from None
             if result.timed_out:
                 raise PlatformError(f"{c.argv[0]} timed out after {c.timeout:g}s")
             if result.returncode != 0:
                 tail = (result.stderr or result.stdout).strip()[-300:]
-                raise PlatformError(f"{c.argv[0]} exited with {result.returncode}: {tail}")
+                raise PlatformError(
+                    redactor.text(f"{c.argv[0]} exited with {result.returncode}: {tail}"))
             return f"exit 0 in {result.duration:.2f}s"
         if spec.http is None:
             raise InvalidInput(f"rollback '{spec.name}' needs spec.target.platform: kubernetes")
+        import asyncio
+
         import httpx
 
         h = spec.http
+        shown = f"{h.method} {redactor.url(h.url, path=False)}"
         try:
-            response = await self.http_client().request(h.method, h.url, headers=h.headers,
-                                                        content=h.body, timeout=h.timeout)
+            async with asyncio.timeout(h.timeout):
+                async with self.http_client().stream(h.method, h.url, headers=h.headers,
+                                                     content=h.body, timeout=h.timeout) as response:
+                    status = response.status_code
+        except TimeoutError:
+            raise PlatformError(f"{shown} timed out after {h.timeout:g}s (the whole request)"
+                                ) from None
         except httpx.HTTPError as exc:
-            raise PlatformError(f"{h.method} {h.url} failed: {exc or type(exc).__name__}") from exc
-        if response.status_code not in h.expect_status:
-            raise PlatformError(f"{h.method} {h.url} answered {response.status_code}")
-        return f"{h.method} {h.url} -> {response.status_code}"
+            raise PlatformError(
+                redactor.text(f"{shown} failed: {exc or type(exc).__name__}")) from None
+        if status not in h.expect_status:
+            raise PlatformError(f"{shown} answered {status}")
+        return f"{shown} -> {status}"
 
     async def finish(self, status: str, message: str) -> None:
         return None  # the journal and the logs are the local audit trail

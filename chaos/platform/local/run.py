@@ -4,6 +4,11 @@
 probes). The program gets its own session and process group so that, on timeout or cancellation,
 the whole group (the program and anything it spawned) is killed with SIGKILL and the program is
 always reaped: no stray processes, no zombies.
+
+Command probes and rollbacks run with ``inherit_env=False``: the program gets only
+:data:`MINIMAL_ENV` (those of them that are set) and its own ``env``, never the runner's cloud
+credentials. A program that cannot be started is named by ``argv[0]`` only: its arguments may
+hold a secret.
 """
 
 from __future__ import annotations
@@ -12,16 +17,17 @@ import asyncio
 import contextlib
 import errno
 import os
-import shlex
 import signal
 import time
 from dataclasses import dataclass
 
 from chaos.errors import PermissionDenied, PlatformError
 
-__all__ = ["OUTPUT_LIMIT", "CommandResult", "run_argv"]
+__all__ = ["MINIMAL_ENV", "OUTPUT_LIMIT", "CommandResult", "minimal_env", "run_argv"]
 
 OUTPUT_LIMIT = 64 * 1024
+#: What a command probe or rollback inherits from the runner's environment (when set).
+MINIMAL_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 # After the program exited or was killed, how long to wait for pipes held open by its children.
 _PIPE_GRACE_S = 1.0
 
@@ -74,12 +80,19 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def minimal_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """:data:`MINIMAL_ENV` from the runner's environment (those that are set), plus ``extra``."""
+    base = {name: os.environ[name] for name in MINIMAL_ENV if name in os.environ}
+    return {**base, **(extra or {})}
+
+
 def _spawn_error(argv: list[str], cwd: str | None, exc: OSError) -> PlatformError:
+    # argv[0] only: the arguments may carry a secret (a token, a password).
     program = argv[0]
     if isinstance(exc, FileNotFoundError):
         if cwd is not None and not os.path.isdir(cwd):
             return PlatformError(
-                f"cannot run {shlex.join(argv)}: working directory {cwd} does not exist",
+                f"cannot run {program!r}: working directory {cwd} does not exist",
                 hint="create it or fix the cwd of the command",
             )
         return PlatformError(
@@ -96,7 +109,7 @@ def _spawn_error(argv: list[str], cwd: str | None, exc: OSError) -> PlatformErro
             f"command {program!r} is not a valid executable for this machine (exec format error)",
             hint="a script needs a #! line; a binary must be built for this architecture",
         )
-    return PlatformError(f"cannot run {shlex.join(argv)}: {exc.strerror or exc}")
+    return PlatformError(f"cannot run {program!r}: {exc.strerror or type(exc).__name__}")
 
 
 async def run_argv(
@@ -105,15 +118,20 @@ async def run_argv(
     timeout: float,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
+    inherit_env: bool = True,
 ) -> CommandResult:
     """Run ``argv`` (no shell) for at most ``timeout`` seconds and capture its output.
 
-    ``env`` extends the runner's environment. A timeout is not an exception: the result says
-    ``timed_out=True``. A program that cannot be started raises :class:`PlatformError`.
+    ``env`` extends the runner's environment, or with ``inherit_env=False`` the minimal one
+    (:func:`minimal_env`). A timeout is not an exception: the result says ``timed_out=True``. A
+    program that cannot be started raises :class:`PlatformError` naming ``argv[0]`` only.
     """
     if not argv:
         raise PlatformError("cannot run an empty command; argv must name a program")
-    full_env = None if env is None else {**os.environ, **env}
+    if not inherit_env:
+        full_env: dict[str, str] | None = minimal_env(env)
+    else:
+        full_env = None if env is None else {**os.environ, **env}
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
