@@ -145,13 +145,16 @@ def recover(
     state_dir: StateDirOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
+    helper_image: Annotated[str | None, typer.Option(
+        "--helper-image", help="image of the undo containers (default $CHAOS_HELPER_IMAGE; "
+        "never read from a journal)")] = None,
 ) -> None:
     """Revert every fault that a killed or failed run left behind. Exit 0 when nothing is left."""
     from chaos.cli.runner import KubeArgs
     from chaos.cli.runner import recover as do_recover
 
     try:
-        code = do_recover(state_dir, dry_run, KubeArgs(kubeconfig, context))
+        code = do_recover(state_dir, dry_run, KubeArgs(kubeconfig, context), helper_image)
     except ChaosError as exc:
         _fail(exc)
     raise typer.Exit(code)
@@ -227,8 +230,9 @@ def demo_default(
 @demo_app.command("serve")
 def demo_serve(
     port: Annotated[int, typer.Option(help="service port")] = 18080,
-    state_dir: Annotated[Path, typer.Option(help="where pidfiles go")] = Path(
-        "/tmp/chaos-demo"),
+    state_dir: Annotated[Path, typer.Option(
+        help="where pidfiles go: a private folder (0700; refused if another user owns it or "
+        "can write it)")] = Path("~/.local/state/chaos-demo"),
 ) -> None:
     """Run the demo service under its supervisor in the foreground (Ctrl-C stops it)."""
     from chaos.demo.supervisor import main as supervise

@@ -114,6 +114,14 @@ def execute(args: RunArgs) -> int:
         print(redact.current().text(asyncio.run(plan(experiment, args.kube))))
         return 0
 
+    run_id = args.run_id or new_run_id()
+    args.journal, args.report_html, args.junit, args.markdown = (
+        output_path(p, run_id) for p in (args.journal, args.report_html, args.junit,
+                                         args.markdown))
+    for path in (args.journal, args.report_html, args.junit, args.markdown):
+        if path is not None:
+            check_writable(path)  # a read-only or missing folder is exit 2, before anything
+
     import structlog
 
     from chaos.cli.output import CliObserver, LiveLine, configure_logging
@@ -122,7 +130,6 @@ def execute(args: RunArgs) -> int:
     from chaos.reporting.summary import render_summary
 
     console = configure_logging(args.log_format, args.verbose)
-    run_id = args.run_id or new_run_id()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(run_id=run_id, experiment=experiment.metadata.name)
     live = LiveLine(sys.stderr) if console and sys.stderr.isatty() else None
@@ -139,7 +146,10 @@ def execute(args: RunArgs) -> int:
     locks = TargetLocks(state)
 
     def claim(keys: list[str]) -> None:
-        check_no_outstanding(state, keys)
+        for bad in check_no_outstanding(state, keys):
+            print(f"warning: journal {bad.journal.name} cannot be trusted ({bad.why}); moved "
+                  f"to {bad.moved_to}: run `chaos recover` and check by hand what it may "
+                  "have left", file=sys.stderr)
         locks.acquire(keys)
 
     orchestrator = Orchestrator(
@@ -178,6 +188,8 @@ def execute(args: RunArgs) -> int:
     observer.close()
     code = record.exit_code if record.exit_code is not None else 1
     print(render_summary(record, experiment, str(journal) if journal else None))
+    if code == 4:
+        print_manual_undo(record)
     write_reports(record, args)
     if args.pushgateway:
         push_metrics(record, args.pushgateway, args.metric_labels or {})
@@ -196,6 +208,53 @@ def check_environment(experiment: Experiment) -> None:
             "; ".join(problems),
             hint="export the variables (or fix caFile) before `chaos run`; nothing was injected",
         )
+
+
+def output_path(path: Path | None, run_id: str) -> Path | None:
+    """An output path with ``{run_id}`` and ``{time}`` (UTC, 20261201T223000Z) filled in, so a
+    scheduled run keeps one file per run without a shell to compute the name."""
+    if path is None:
+        return None
+    import datetime as dt
+
+    now = dt.datetime.now(tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path(str(path).replace("{run_id}", run_id).replace("{time}", now))
+
+
+def check_writable(path: Path) -> None:
+    """The folder of an output file exists (or can be made) and takes a new file: otherwise the
+    run would find out only at its end, or while faults are active."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc} (nothing was touched)",
+                           hint="pick a writable folder") from None
+
+
+def print_manual_undo(record: RunRecord) -> None:
+    """On exit 4, on stderr: how to remove by hand each fault whose revert failed (or was not
+    recorded), from the kind's own manual steps."""
+    from chaos.errors import ChaosError
+    from chaos.faults.registry import fault_kind
+
+    for fault in record.faults:
+        if not ((fault.revert_error and fault.outstanding) or fault.journal_error):
+            continue
+        kind = fault_kind(fault.kind)
+        steps: list[str] = []
+        if kind is not None:
+            try:
+                steps = kind.manual_undo(kind.load_state(fault.revert_state))
+            except ChaosError:
+                steps = []
+        print(f"fault '{fault.name}' ({fault.kind}) on {', '.join(fault.targets) or '?'}: "
+              "remove it by hand if it is still there:", file=sys.stderr)
+        for step in steps or ["see runbooks/fault-left-behind.md"]:
+            print(f"  {step}", file=sys.stderr)
 
 
 def write_reports(record: RunRecord, args: RunArgs) -> None:
@@ -249,18 +308,29 @@ def report(journal: Path, fmt: str, output: Path | None) -> int:
     return 0
 
 
-def recover(state_dir: Path | None, dry_run: bool, kube: KubeArgs | None = None) -> int:
-    """Revert what crashed runs left behind; 0 only when nothing is left."""
+def recover(state_dir: Path | None, dry_run: bool, kube: KubeArgs | None = None,
+            helper_image: str | None = None) -> int:
+    """Revert what crashed runs left behind; 0 only when nothing is left. A journal that cannot
+    be trusted is moved aside (runs/quarantine/) and reported, and the others are recovered;
+    the exit code is then 4: what it held is unknown."""
     import asyncio
+    import os
 
     from chaos.faults.recovery import KubeAccess, manual_steps, revert_outstanding
-    from chaos.journal.wal import StateDir, append_to, outstanding_runs
+    from chaos.journal.wal import StateDir, append_to, scan
 
     state = StateDir(state_dir)
-    runs = outstanding_runs(state)
-    if not runs:
+    runs, quarantined = scan(state)
+    for bad in quarantined:
+        print(f"journal {bad.journal.name} cannot be trusted ({bad.why}); moved to "
+              f"{bad.moved_to}: check by hand what that run may have left "
+              "(runbooks/fault-left-behind.md)", file=sys.stderr)
+    if not runs and not quarantined:
         print(f"nothing to recover in {state.root}")
         return 0
+    image = helper_image or os.environ.get("CHAOS_HELPER_IMAGE") or None
+    access = KubeAccess(kube.kubeconfig if kube else None, kube.context if kube else None,
+                        image)
     left = 0
     for run in runs:
         print(f"run {run.run_id} ({run.experiment or '?'}, started {run.started_at or '?'}) "
@@ -271,7 +341,6 @@ def recover(state_dir: Path | None, dry_run: bool, kube: KubeArgs | None = None)
             if dry_run:
                 print(f"    would revert; by hand: {manual_steps(fault)}")
                 continue
-            access = KubeAccess(kube.kubeconfig, kube.context) if kube else None
             result = asyncio.run(revert_outstanding(fault, kube=access))
             if result.ok:
                 append_to(run.journal, "reverted", fault=fault.name, by="recover",
@@ -286,6 +355,10 @@ def recover(state_dir: Path | None, dry_run: bool, kube: KubeArgs | None = None)
         return 0
     if left:
         print(f"{left} fault(s) could not be reverted; see above and runbooks/", file=sys.stderr)
+        return 4
+    if quarantined:
+        print(f"{len(quarantined)} journal(s) quarantined; the others are recovered",
+              file=sys.stderr)
         return 4
     print("recovered: nothing is left")
     return 0

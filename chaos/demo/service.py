@@ -147,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server = Server((args.host, args.port), Handler)
     if args.pidfile:
-        with open(args.pidfile + ".tmp", "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        os.replace(args.pidfile + ".tmp", args.pidfile)
+        from pathlib import Path
+
+        from chaos.demo.supervisor import write_pidfile
+
+        write_pidfile(Path(args.pidfile), os.getpid())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.serve_forever(poll_interval=0.2)

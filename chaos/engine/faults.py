@@ -118,7 +118,17 @@ class FaultRunner:
             self.log_quietly("done", fault=rec.name, revert_state=rec.revert_state)
         else:
             self.active.append(fault)
-            self.log("applied", fault=rec.name, revert_state=rec.revert_state)
+            try:
+                self.log("applied", fault=rec.name, revert_state=rec.revert_state)
+            except Exception as exc:
+                # Applied but not journaled: a crash now would leave it unknown to recover.
+                # Straight to the revert.
+                self.errors.append(f"the fault journal could not record that fault "
+                                   f"'{rec.name}' was applied: {exc}")
+                self.stop(StopCause.JOURNAL, f"the fault journal could not record fault "
+                          f"'{rec.name}' (disk full or read-only?): {exc}")
+                self.persist()
+                return
         self.obs.event("injected", fault=rec.name, kind=rec.kind, targets=rec.targets)
         self.persist()
         self._verifying[rec.name] = asyncio.create_task(self._verify(fault, started),
@@ -190,7 +200,14 @@ class FaultRunner:
             rec.reverted_at = self.wall()
             rec.revert_error = None
             self.obs.event("reverted", fault=rec.name, kind=rec.kind, seen=rec.revert_verified)
-            self.log_quietly("reverted", fault=rec.name, seen=rec.revert_verified)
+            try:
+                self.log("reverted", fault=rec.name, seen=rec.revert_verified)
+            except Exception as exc:
+                # Reverted, but the write-ahead journal still says applied: say so (exit 4);
+                # `chaos recover` would revert it again, which is safe.
+                rec.journal_error = (f"reverted, but the fault journal could not record it "
+                                     f"({exc}): it still lists the fault as applied")
+                self.errors.append(f"fault '{rec.name}': {rec.journal_error}")
         finally:
             self.reverting.discard(rec.name)
             if fault in self.active:

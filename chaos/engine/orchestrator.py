@@ -106,6 +106,7 @@ class Orchestrator:
         self._faults: list[Fault] = []
         self._stop: asyncio.Event | None = None
         self._interrupts = 0
+        self._persist_failed = False
         self._t0 = 0.0
         self._wall0 = 0.0
         self.faults = FaultRunner(
@@ -181,8 +182,20 @@ class Orchestrator:
             self._persist()
 
     def _persist(self) -> None:
-        if self.options.persist is not None:
+        """Rewrite the run record. A failure (a full or read-only disk) never raises: it stops
+        the run, which goes straight to reverting (a run whose record cannot be kept is not
+        one to go on with), and the summary still goes to the terminal."""
+        if self.options.persist is None:
+            return
+        try:
             self.options.persist(self.record)
+        except OSError as exc:
+            if not self._persist_failed:
+                self._persist_failed = True
+                reason = f"the run journal could not be written ({exc.strerror or exc})"
+                self.record.errors.append(f"{reason}; every fault reverted, summary below")
+                self.obs.event("journal_write_failed", error=describe_exc(exc))
+                self._stop_for(StopCause.JOURNAL, reason)
 
     # ------------------------------------------------------------------------------ the run
 

@@ -36,7 +36,7 @@ from chaos.faults.contract import HelperPod, HelperState, PodNeeds, Seen, observ
 from chaos.model.common import DEFAULT_HELPER_IMAGE
 
 if TYPE_CHECKING:
-    from chaos.faults.contract import KubeContext
+    from chaos.faults.contract import KubeContext, RecoverContext
     from chaos.model.experiment import FaultSpec
     from chaos.platform.kubernetes import KubeClient, PodRef
 
@@ -498,6 +498,19 @@ def helper_for(ctx: KubeContext, spec: FaultSpec, pods: Sequence[PodRef],
                   {p.uid: p for p in pods})
 
 
+def need_image(ctx: RecoverContext) -> str:
+    """The helper image for an undo container in `chaos recover`: from the configuration only.
+    An image named in a journal is not trusted (whoever could write the file would choose what
+    runs, as root with NET_ADMIN for netem, in production pods)."""
+    if not ctx.helper_image:
+        raise RevertFailed(
+            "chaos recover needs the helper image to add the undo container, and does not take "
+            "it from the journal",
+            hint="pass --helper-image IMAGE (or set $CHAOS_HELPER_IMAGE), the image your runs use",
+        )
+    return ctx.helper_image
+
+
 def recovered(state: HelperState, plan: HelperPlan) -> Helper:
     """The helper of a crashed run's fault, for ``chaos recover``: undo it from the journal."""
     return Helper(state.container.removeprefix("chaos-"), list(state.pods), state.container,
@@ -505,10 +518,11 @@ def recovered(state: HelperState, plan: HelperPlan) -> Helper:
 
 
 def manual_steps(state: HelperState, command: str, *, profile: str = "general") -> list[str]:
-    """``kubectl debug`` commands that run ``command`` next to each pod's fault helper."""
+    """``kubectl debug`` commands that run ``command`` next to each pod's fault helper. The
+    image is left for the person to fill in: one named in a journal is not trusted."""
     return [
-        f"kubectl -n {p.namespace} debug pod/{p.name} --image={state.image} --profile={profile}"
-        f"{f' --target={p.target}' if p.target else ''} -- {command}"
+        f"kubectl -n {p.namespace} debug pod/{p.name} --image=$CHAOS_HELPER_IMAGE "
+        f"--profile={profile}{f' --target={p.target}' if p.target else ''} -- {command}"
         for p in state.pods
     ]
 
@@ -543,6 +557,7 @@ __all__ = [
     "container_names",
     "helper_for",
     "manual_steps",
+    "need_image",
     "recovered",
     "script_lines",
     "target_containers",

@@ -26,9 +26,9 @@ import abc
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from chaos.errors import FaultNotInEffect, InvalidInput, RevertFailed
 
@@ -122,6 +122,23 @@ class HelperState(RevertState):
     image: str = Field(pattern=r"^[^\s;&|`$()<>'\"]+$")
 
 
+class ProcessesState(RevertState):
+    """Processes identified by pid *and* start time (``/proc/PID/stat`` field 22): an undo
+    acts only on a process that is still the same one, never on whatever has that pid now."""
+
+    pids: list[int] = []
+    start_ticks: list[int] = []
+
+    @model_validator(mode="after")
+    def _identified(self) -> Self:
+        if len(self.pids) != len(self.start_ticks):
+            raise ValueError("every pid needs its start time (pids and start_ticks differ in "
+                             "length)")
+        if any(p < 2 for p in self.pids) or any(t < 1 for t in self.start_ticks):
+            raise ValueError("pids and start times must be positive (and never pid 1)")
+        return self
+
+
 class UnreadableState(InvalidInput):
     """A journal's revert state cannot be read by this version (or was altered)."""
 
@@ -177,6 +194,12 @@ class RecoverContext(Protocol):
     @property
     def tag(self) -> str:
         """``run_id/fault``: how the crashed run named its watchdogs and helpers."""
+        ...
+
+    @property
+    def helper_image(self) -> str | None:
+        """The helper image from the configuration (``chaos recover --helper-image`` or
+        ``$CHAOS_HELPER_IMAGE``); never taken from the journal."""
         ...
 
     async def client(self) -> KubeClient: ...
@@ -413,6 +436,7 @@ __all__ = [
     "PlatformName",
     "PodNeeds",
     "PodSecurityLevel",
+    "ProcessesState",
     "RecoverContext",
     "RevertFailed",
     "RevertState",

@@ -29,8 +29,8 @@ from chaos.faults.contract import (
     PlannedFault,
     PlatformName,
     PodNeeds,
+    ProcessesState,
     RecoverContext,
-    RevertState,
     Seen,
     observe_until,
 )
@@ -64,11 +64,9 @@ class CpuStress(Strict):
         return self
 
 
-class BurnerState(RevertState):
+class BurnerState(ProcessesState):
     version: Literal[1] = 1
     variant: Literal["local"] = "local"
-    pids: list[int] = []
-    start_ticks: list[int] = []
 
 
 class PodStressState(HelperState):
@@ -86,7 +84,7 @@ def _burners_of(pids: list[int], ticks: list[int]) -> list[ProcInfo]:
     from chaos.platform.local import procs
 
     found: list[ProcInfo] = []
-    for pid, start in zip(pids, ticks, strict=False):
+    for pid, start in zip(pids, ticks, strict=True):
         info = procs.proc_info(pid)
         if info is not None and info.start_ticks == start and _BURNER_MODULE in info.cmdline:
             found.append(info)
@@ -341,10 +339,10 @@ class CpuStressKind(FaultKind[CpuStress, Any]):
         if isinstance(state, BurnerState):
             killed = _kill_burners(state.pids, state.start_ticks)
             return f"stopped {killed} CPU burner(s)" if killed else "no CPU burner was left"
-        from chaos.faults._ephemeral import recovered
+        from chaos.faults._ephemeral import need_image, recovered
 
         assert isinstance(state, PodStressState)
-        helper = recovered(state, helper_plan(state.image, 1, 1.0, 0))
+        helper = recovered(state, helper_plan(need_image(ctx), 1, 1.0, 0))
         done = await helper.undo(await ctx.client())
         return (f"added the undo container to {len(done)} pod(s)" if done
                 else "no pod still had the fault without its undo container")

@@ -19,7 +19,7 @@ from chaos.faults.contract import (
     LocalContext,
     PlannedFault,
     PlatformName,
-    RevertState,
+    ProcessesState,
     Seen,
     observe_until,
 )
@@ -47,10 +47,8 @@ class ProcessKill(Strict):
         return name
 
 
-class KillState(RevertState):
+class KillState(ProcessesState):
     version: Literal[1] = 1
-    pids: list[int]
-    start_ticks: list[int]
 
 
 class ProcessKillFault(PlannedFault[KillState]):

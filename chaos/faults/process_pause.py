@@ -16,8 +16,8 @@ from chaos.faults.contract import (
     LocalContext,
     PlannedFault,
     PlatformName,
+    ProcessesState,
     RecoverContext,
-    RevertState,
     Seen,
     observe_until,
 )
@@ -33,10 +33,8 @@ class ProcessPause(Strict):
     target: ProcessTarget
 
 
-class PauseState(RevertState):
+class PauseState(ProcessesState):
     version: Literal[1] = 1
-    pids: list[int]
-    start_ticks: list[int]
     watchdog_pid: int | None = None
     watchdog_start_ticks: int | None = None
 

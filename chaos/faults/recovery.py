@@ -39,6 +39,8 @@ class RecoveryResult:
 class KubeAccess:
     kubeconfig: str | None = None
     context: str | None = None
+    #: The helper image for undo containers (configuration; never read from a journal).
+    helper_image: str | None = None
 
 
 class _Context:
@@ -52,6 +54,10 @@ class _Context:
     @property
     def tag(self) -> str:
         return self._tag
+
+    @property
+    def helper_image(self) -> str | None:
+        return self._access.helper_image
 
     async def client(self) -> KubeClient:
         if self._client is None:

@@ -179,6 +179,7 @@ def _fault(r: _Reader) -> FaultRecord:
         effect_seconds=r.get_opt_float("effect_seconds", None),
         not_in_effect=r.get_opt_str("not_in_effect", None),
         revert_verified=r.get_opt_str("revert_verified", None),
+        journal_error=r.get_opt_str("journal_error", None),
     )
 
 

@@ -133,10 +133,16 @@ def decide(record: RunRecord) -> Outcome:
     verdict = status.value.upper()
 
     left = [f.name for f in record.faults if f.revert_error and f.outstanding]
+    unrecorded = [f.name for f in record.faults if f.journal_error]
     if left:
         status, code, verdict = Status.ERROR, ExitCode.REVERT_FAILED, REVERT_FAILED
         message = (f"{REVERT_FAILED} for: {', '.join(left)}; the fault may still be active: run "
                    f"`chaos recover` or remove it by hand (see runbooks/); {message}")
+    elif unrecorded:
+        status, code, verdict = Status.ERROR, ExitCode.REVERT_FAILED, REVERT_FAILED
+        message = (f"{REVERT_FAILED} to be recorded for: {', '.join(unrecorded)}; reverted, but "
+                   "the write-ahead journal still lists it (disk full or read-only?): free the "
+                   f"disk, then `chaos recover` (it reverts again, safely); {message}")
     return Outcome(status, code, verdict, message)
 
 

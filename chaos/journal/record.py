@@ -80,6 +80,8 @@ class FaultRecord:
     not_in_effect: str | None = None
     #: What was seen on the target after the revert (the effect gone).
     revert_verified: str | None = None
+    #: The revert happened but the write-ahead journal could not record it (a full disk).
+    journal_error: str | None = None
 
     @property
     def outstanding(self) -> bool:

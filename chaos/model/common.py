@@ -82,6 +82,52 @@ HttpUrl = Annotated[
 # ---------------------------------------------------------------------------------- local targets
 
 
+#: A process name pattern is matched against every command line on the machine.
+MAX_PATTERN = 256
+
+
+def check_pattern(pattern: str) -> None:
+    """A regular expression safe to run against every command line: it compiles, is short, and
+    has no quantifier inside a quantified group (``(a+)+``, ``(a*)*``, ``(x+y?)+``), whose
+    backtracking grows exponentially with the input (a 30-character command line took a minute).
+    """
+    if len(pattern) > MAX_PATTERN:
+        raise ValueError(f"name is {len(pattern)} characters long; at most {MAX_PATTERN}")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"name '{pattern}' is not a valid regular expression: {exc}") from None
+    from re import _parser  # type: ignore[attr-defined]  # the stdlib's own parse of the pattern
+
+    repeats = {_parser.MAX_REPEAT, _parser.MIN_REPEAT, _parser.POSSESSIVE_REPEAT}
+
+    def nested(items: Any, inside: bool) -> bool:
+        for op, arg in items:
+            if op in repeats:
+                _, high, sub = arg
+                unbounded = high == _parser.MAXREPEAT or high > 1
+                if inside and unbounded:
+                    return True
+                if nested(sub, inside or unbounded):
+                    return True
+            elif op == _parser.SUBPATTERN:
+                if nested(arg[-1], inside):
+                    return True
+            elif op == _parser.BRANCH:
+                if any(nested(branch, inside) for branch in arg[1]):
+                    return True
+            elif op in (_parser.ASSERT, _parser.ASSERT_NOT) and nested(arg[1], inside):
+                return True
+        return False
+
+    if nested(_parser.parse(pattern), False):
+        raise ValueError(
+            f"name '{pattern}' repeats a group that itself repeats (a nested quantifier such as "
+            "(a+)+): matching it can take exponential time; write it without the outer "
+            "repetition, e.g. (a+) instead of (a+)+"
+        )
+
+
 class ProcessTarget(Strict):
     """Which local processes a process fault acts on; exactly one selector."""
 
@@ -95,12 +141,7 @@ class ProcessTarget(Strict):
     def _one_selector(self) -> Self:
         exactly_one(self, ("pid", "pidfile", "name", "port"), "a process target")
         if self.name is not None:
-            try:
-                re.compile(self.name)
-            except re.error as exc:
-                raise ValueError(
-                    f"name '{self.name}' is not a valid regular expression: {exc}"
-                ) from None
+            check_pattern(self.name)
         return self
 
     def describe(self) -> str:
@@ -212,6 +253,7 @@ __all__ = [
     "PodSelector",
     "ProcessTarget",
     "Strict",
+    "check_pattern",
     "exactly_one",
     "name_field",
 ]

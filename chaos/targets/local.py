@@ -43,9 +43,22 @@ def resolve_processes(target: ProcessTarget, limit: int) -> list[ProcInfo]:
     else:
         assert target.port is not None
         found = procs.find_by_port(target.port)
+    # Never pid 1, a kernel thread, the runner itself (a pidfile of /proc/self/stat, say) or
+    # its own helpers: whatever the selector, refused here, before anything is touched.
+    refused = [(p, why) for p in found if (why := procs.never_a_target(p)) is not None]
+    if refused and target.name is None:
+        p, why = refused[0]
+        raise InvalidInput(
+            f"{target.describe()} selects {p.describe()}, which can never be a fault's target: "
+            f"{why}",
+            hint="point the selector at the service's own process",
+        )
+    found = [p for p in found if procs.never_a_target(p) is None]
     if not found:
         raise TargetNotFound(
-            f"no running process matches {target.describe()}",
+            f"no running process matches {target.describe()}"
+            + (" (pid 1, kernel threads and the runner's own processes never do)"
+               if target.name is not None else ""),
             hint="start the target first, or fix the selector (pid, pidfile, name, port)",
         )
     found.sort(key=lambda p: p.pid)

@@ -56,7 +56,7 @@ def cli(cluster: Any, tmp: Path, command: str, *args: str,
     return subprocess.run(
         [sys.executable, "-m", "chaos", command, *args, "--kubeconfig", cluster.kubeconfig],
         capture_output=True, text=True, timeout=timeout, cwd=REPO,
-        env={**os.environ, "XDG_STATE_HOME": str(tmp / "xdg")})
+        env={**os.environ, "XDG_STATE_HOME": str(tmp / "xdg"), "CHAOS_HELPER_IMAGE": IMAGE})
 
 
 def run(cluster: Any, tmp: Path, text: str) -> tuple[subprocess.CompletedProcess[str],

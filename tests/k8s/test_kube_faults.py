@@ -283,7 +283,7 @@ def test_a_kill_names_its_pods_in_one_event_per_workload(kube_cluster: Any, k8s_
         - name: kill-all
           podKill: {selector: {labels: {app: web}, mode: all}, gracePeriod: 0s}
           at: 200ms
-        """, recovery="2s")
+        """, recovery="2s", limits="{maxDuration: 2m, maxPods: 12}")
     result, journal = chaos(kube_cluster, tmp_path, text)
     assert result.returncode == 0, result.stdout + result.stderr
     assert all(pod_uid(kube_cluster, k8s_namespace, name) is None for name in before)
@@ -366,7 +366,7 @@ def test_sigkilled_run_is_repaired_by_recover(kube_cluster: Any, k8s_namespace: 
     assert f"pkill -TERM -f 'chaos-fault[-]chaos-{run_id}-burn$'" in dry.stdout
     assert dry.stdout.count("kubectl -n ") == 2
     rec = subprocess.run([sys.executable, "-m", "chaos", "recover", "--state-dir", str(state),
-                          "--kubeconfig", kube_cluster.kubeconfig],
+                          "--kubeconfig", kube_cluster.kubeconfig, "--helper-image", IMAGE],
                          capture_output=True, text=True, timeout=120)
     assert rec.returncode == 0, rec.stdout + rec.stderr
     assert "added the undo container to 2 pod(s)" in rec.stdout

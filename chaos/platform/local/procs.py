@@ -15,18 +15,23 @@ import errno
 import os
 import re
 import signal
+import stat as stat_mod
 from dataclasses import dataclass
+from pathlib import Path
 
+from chaos import trust
 from chaos.errors import InvalidInput, PermissionDenied, TargetNotFound
 
 __all__ = [
     "ProcInfo",
     "SignalMasks",
     "alive",
+    "check_trusted",
     "cpu_ticks",
     "find_by_name",
     "find_by_port",
     "is_stopped",
+    "never_a_target",
     "proc_info",
     "read_pidfile",
     "send_signal",
@@ -38,6 +43,8 @@ _PROC = "/proc"
 _PF_KTHREAD = 0x00200000
 _TCP_LISTEN = "0A"
 _DESCRIBE_MAX = 80
+#: How much of a command line a ``name:`` pattern is matched against.
+MATCH_CHARS = 4096
 # Modules of the runner itself; its own helper processes must never become a fault's target.
 _RUNNER_MODULE = re.compile(r"(^|\s)-m\s+chaos(\.|\s|$)")
 
@@ -150,7 +157,8 @@ def _is_runner_helper(info: ProcInfo, me: int, my_cmdline: str) -> bool:
 def find_by_name(pattern: str) -> list[ProcInfo]:
     """Processes whose command line (or name, when it has none) matches ``pattern`` (re.search).
 
-    Never returns the runner itself, its ancestors (the shell or CI job that started it, whose
+    Only the first :data:`MATCH_CHARS` characters of a command line are matched. Never returns
+    the runner itself, its ancestors (the shell or CI job that started it, whose
     command line often contains the pattern too), the runner's own helper processes, zombies or
     kernel threads.
     """
@@ -172,7 +180,9 @@ def find_by_name(pattern: str) -> list[ProcInfo]:
         if stat is None or stat.state in ("Z", "X") or stat.flags & _PF_KTHREAD:
             continue
         info = ProcInfo(pid, stat.ppid, stat.comm, _read_cmdline(pid), stat.start_ticks)
-        if not regex.search(info.cmdline or info.comm):
+        # Matched against the first MATCH_CHARS only: a process chooses its own command line,
+        # and even a pattern without nested quantifiers can take quadratic time on a long one.
+        if not regex.search((info.cmdline or info.comm)[:MATCH_CHARS]):
             continue
         if _is_runner_helper(info, me, my_cmdline):
             continue
@@ -225,25 +235,65 @@ def find_by_port(port: int) -> list[ProcInfo]:
     return sorted(found, key=lambda p: p.pid)
 
 
+def check_trusted(path: str, st: os.stat_result) -> None:
+    """Refuse a pidfile that another user could have written or replaced: it, or a folder above
+    it, owned by someone other than the runner or root, or writable by others (chaos.trust: the
+    one rule for every file the runner reads)."""
+    why = trust.untrusted_path(Path(path), st)
+    if why:
+        raise InvalidInput(
+            f"pidfile {path} refused: {why}; whoever can change it chooses which process the "
+            "runner signals",
+            hint="chown it and its folders to the runner's user or root, and chmod go-w",
+        )
+
+
 def read_pidfile(path: str) -> int:
-    """The pid written in ``path``; TargetNotFound if the file is missing, empty or not a pid."""
+    """The pid written in ``path``; TargetNotFound if the file is missing, empty or not a pid.
+
+    Read without following a symlink, only from a regular file that neither it nor its folder
+    could have been changed by another user: a pidfile is how a local user would otherwise make
+    the runner signal a process of their choosing."""
+    path = os.path.expanduser(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(64)
-    except FileNotFoundError as exc:
-        raise TargetNotFound(
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if stat_mod.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+            if not stat_mod.S_ISREG(st.st_mode):
+                raise InvalidInput(f"pidfile {path} is not a regular file",
+                                   hint="point to the pidfile itself")
+            check_trusted(path, st)
+            raw = os.read(fd, 64)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidInput(f"pidfile {path} is a symlink; refusing to follow it",
+                               hint="point to the real file") from exc
+        if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+            raise _pidfile_error(path, exc) from exc
+        raise
+    return _parse_pid(path, raw)
+
+
+def _pidfile_error(path: str, exc: OSError) -> InvalidInput | PermissionDenied:
+    if isinstance(exc, FileNotFoundError):
+        return TargetNotFound(
             f"pidfile {path} does not exist, so the target process cannot be found",
             hint="check the path, and that the service is running (it writes the pidfile)",
-        ) from exc
-    except IsADirectoryError as exc:
-        raise TargetNotFound(
-            f"pidfile {path} is a directory, not a file", hint="point to the pidfile itself"
-        ) from exc
-    except PermissionError as exc:
-        raise PermissionDenied(
-            f"cannot read pidfile {path}: permission denied",
-            hint="run the runner as a user that can read it, or make the file readable",
-        ) from exc
+        )
+    if isinstance(exc, IsADirectoryError):
+        return TargetNotFound(f"pidfile {path} is a directory, not a file",
+                              hint="point to the pidfile itself")
+    return PermissionDenied(
+        f"cannot read pidfile {path}: permission denied",
+        hint="run the runner as a user that can read it, or make the file readable",
+    )
+
+
+def _parse_pid(path: str, raw: bytes) -> int:
     text = raw.decode("ascii", "replace").strip()
     if not text:
         raise TargetNotFound(
@@ -257,6 +307,25 @@ def read_pidfile(path: str) -> int:
             hint="a pidfile must hold a positive process id, e.g. 1234",
         )
     return int(first)
+
+
+def never_a_target(info: ProcInfo) -> str | None:
+    """Why this process may never be a fault's target, or None: pid 1, a kernel thread, a
+    zombie, the runner itself or the process that started it, or one of the runner's own
+    helper processes (burners, watchdogs)."""
+    if info.pid == 1:
+        return "pid 1 is the system's init process"
+    stat = _read_stat(info.pid)
+    if stat is None or stat.state in ("Z", "X"):
+        return "it has exited"
+    if stat.flags & _PF_KTHREAD or info.ppid == 2 or info.pid == 2:
+        return "it is a kernel thread"
+    me = os.getpid()
+    if info.pid in _ancestors(me):
+        return "it is the runner itself, or the process that started it"
+    if _is_runner_helper(info, me, _read_cmdline(me)):
+        return "it is one of the runner's own helper processes"
+    return None
 
 
 def _check_same(info: ProcInfo) -> None:
