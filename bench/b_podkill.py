@@ -205,6 +205,8 @@ def _our_experiment(path: Path) -> None:
             # A probe is mandatory; a local command keeps it off the API server.
             "probes": [{"name": "alive", "interval": "10s", "command": {"argv": ["true"]}}],
             "faults": faults,
+            # limits.maxPods defaults to 10 per fault: a benchmark of 50 per namespace says so.
+            "limits": {"maxPods": 1000},
         },
     }
     path.write_text(yaml.safe_dump(experiment, sort_keys=False))

@@ -14,19 +14,19 @@ def chart_rules() -> dict[str, Any]:
     from chaos.faults.registry import FAULT_KINDS
     from chaos.targets.kubernetes import BASE_PERMISSIONS
 
-    def rules(perms: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-        merged: dict[tuple[str, str], set[str]] = {}
-        for verb, resource, group in perms:
-            merged.setdefault((group, resource), set()).add(verb)
-        return [{"apiGroup": g, "resource": r, "verbs": sorted(v)}
-                for (g, r), v in sorted(merged.items())]
+    def rules(perms: list[tuple[str, str, str, str]]) -> list[dict[str, Any]]:
+        merged: dict[tuple[str, str, str], set[str]] = {}
+        for verb, resource, group, name in perms:
+            merged.setdefault((group, resource, name), set()).add(verb)
+        return [{"apiGroup": g, "resource": r, **({"resourceName": n} if n else {}),
+                 "verbs": sorted(v)} for (g, r, n), v in sorted(merged.items())]
 
     faults: dict[str, list[dict[str, Any]]] = {}
     for kind in FAULT_KINDS:
         for name, example in kind.chart_variants.items():
             params = kind.params.model_validate(example)
             perms = [(p.verb, p.resource + (f"/{p.subresource}" if p.subresource else ""),
-                      p.group) for p in kind.permissions(params)]
+                      p.group, "") for p in kind.permissions(params)]
             faults[name] = rules(perms)
     return {
         "generatedBy": "chaos kinds --chart-rules (do not edit: CI checks it matches the "

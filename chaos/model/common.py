@@ -214,6 +214,12 @@ class OwnerRef(Strict):
     name: str
 
 
+_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}")
+_LABEL_VALUE = re.compile(rf"({_LABEL_NAME})?")
+_FIELD_TERM = re.compile(r"[A-Za-z][A-Za-z0-9.]*\s*(==|=|!=)\s*[A-Za-z0-9._:-]+")
+
+
 class PodSelector(Strict):
     """Which pods a Kubernetes fault hits. At least one of labels, fieldSelector or owner, so a
     fault never selects a whole namespace by accident."""
@@ -231,6 +237,22 @@ class PodSelector(Strict):
                 "a pod selector needs labels, fieldSelector or owner; selecting every pod of "
                 "a namespace is not allowed"
             )
+        # Each is sent to the API as a selector string: an operator smuggled into a key
+        # ("app!" makes "app!=", nearly every pod) or an empty field selector matches all.
+        for key, value in self.labels.items():
+            if not _LABEL_KEY.fullmatch(key):
+                raise ValueError(f"'{key}' is not a label key (letters, digits, '-', '_', '.', "
+                                 "an optional 'prefix/'); a selector key takes no operator")
+            if not _LABEL_VALUE.fullmatch(value):
+                raise ValueError(f"'{value}' is not a label value for '{key}' (at most 63 "
+                                 "letters, digits, '-', '_', '.')")
+        if self.field_selector is not None:
+            terms = [t.strip() for t in self.field_selector.split(",")]
+            if not all(_FIELD_TERM.fullmatch(t) for t in terms):
+                raise ValueError(
+                    f"fieldSelector '{self.field_selector}' is not a list of field=value terms "
+                    "(e.g. spec.nodeName=node-1); an empty one would select every pod"
+                )
         return self
 
     def describe(self) -> str:

@@ -288,7 +288,9 @@ class Limits(Strict):
         description="how long after its inject a fault may take to show its effect on the "
         "target before the run stops as an error (a helper image pull counts)",
     )
-    max_pods: int | None = Field(default=None, ge=1)
+    max_pods: int = Field(
+        default=10, ge=1,
+        description="cap on the pods one Kubernetes fault hits (raise it on purpose)")
     max_percent: Percent | None = None
 
 
@@ -424,6 +426,20 @@ def check_references(exp: Experiment) -> list[tuple[Loc, str]]:
                         "spec.target.allowProtectedNamespaces: true if you really mean it",
                     )
                 )
+
+    for i, rollback in enumerate(spec.rollbacks):
+        if rollback.kubernetes is None:
+            continue
+        namespace = rollback.kubernetes.scale.namespace or spec.target.namespace
+        if namespace and _protected(namespace) and not spec.target.allow_protected_namespaces:
+            problems.append(
+                (
+                    ("spec", "rollbacks", i, "kubernetes", "scale"),
+                    f"rollback '{rollback.name}' scales a workload in protected namespace "
+                    f"'{namespace}'; set spec.target.allowProtectedNamespaces: true if you "
+                    "really mean it",
+                )
+            )
 
     if spec.planned_duration > spec.limits.max_duration:
         problems.append(

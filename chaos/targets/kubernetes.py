@@ -52,14 +52,16 @@ EVENT_NAMES = 20
 ClientFactory = Callable[[], Awaitable[KubeClient]]
 
 #: What every Kubernetes fault needs in its namespace besides its kind's own permissions: list
-#: the pods to select them, hold the Lease, and leave Events.
-BASE_PERMISSIONS: tuple[tuple[str, str, str], ...] = (
-    ("list", "pods", ""),
-    ("get", "leases", "coordination.k8s.io"),
-    ("create", "leases", "coordination.k8s.io"),
-    ("update", "leases", "coordination.k8s.io"),
-    ("delete", "leases", "coordination.k8s.io"),
-    ("create", "events", "events.k8s.io"),
+#: the pods to select them, hold the Lease (its own one only: a runner may not touch another
+#: component's Leases; RBAC cannot narrow `create` by name), and leave Events.
+#: (verb, resource, group, resourceName)
+BASE_PERMISSIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("list", "pods", "", ""),
+    ("create", "leases", "coordination.k8s.io", ""),
+    ("get", "leases", "coordination.k8s.io", LEASE_NAME),
+    ("update", "leases", "coordination.k8s.io", LEASE_NAME),
+    ("delete", "leases", "coordination.k8s.io", LEASE_NAME),
+    ("create", "events", "events.k8s.io", ""),
 )
 
 
@@ -126,7 +128,7 @@ class KubePlatform:
             )
         count = selector.mode.count(len(pods))
         limits = self._experiment.spec.limits
-        if limits.max_pods is not None and count > limits.max_pods:
+        if count > limits.max_pods:
             raise InvalidInput(
                 f"fault '{fault}' would hit {count} pods ({selector.mode} of {len(pods)}), more "
                 f"than limits.maxPods={limits.max_pods}",
@@ -212,8 +214,9 @@ class KubePlatform:
         spec = self._experiment.spec
         checks: list[AccessCheck] = []
 
-        def need(verb: str, resource: str, ns: str, group: str = "", sub: str = "") -> None:
-            check = AccessCheck(verb, resource, ns, group, sub)
+        def need(verb: str, resource: str, ns: str, group: str = "", sub: str = "",
+                 name: str = "") -> None:
+            check = AccessCheck(verb, resource, ns, group, sub, name)
             if check not in checks:
                 checks.append(check)
 
@@ -226,8 +229,8 @@ class KubePlatform:
             if selector is None:
                 continue
             ns = self.namespace(selector.namespace)
-            for verb, resource, group in BASE_PERMISSIONS:
-                need(verb, resource, ns, group)
+            for verb, resource, group, name in BASE_PERMISSIONS:
+                need(verb, resource, ns, group, name=name)
             if selector.owner is not None and selector.owner.kind == "Deployment":
                 need("list", "replicasets", ns, "apps")
             grant(fault.kind.permissions(fault.params), ns)

@@ -129,10 +129,11 @@ def expected_rules(
     """(apiGroup, resource, verb) triples."""
     rules = {
         ("", "pods", "list"),
-        ("coordination.k8s.io", "leases", "get"),
+        # its own Lease only (RBAC cannot narrow create by name)
+        ("coordination.k8s.io", "leases#chaos-runner", "get"),
         ("coordination.k8s.io", "leases", "create"),
-        ("coordination.k8s.io", "leases", "update"),
-        ("coordination.k8s.io", "leases", "delete"),
+        ("coordination.k8s.io", "leases#chaos-runner", "update"),
+        ("coordination.k8s.io", "leases#chaos-runner", "delete"),
         ("events.k8s.io", "events", "create"),
     }
     if "podKill" in faults:
@@ -151,22 +152,26 @@ def expected_rules(
 
 
 def flatten(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource[#resourceName], verb) triples."""
     out: set[tuple[str, str, str]] = set()
     for rule in rules:
-        assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule  # no resourceNames, no URLs
+        assert set(rule) <= {"apiGroups", "resources", "resourceNames", "verbs"}, rule  # no URLs
+        names = rule.get("resourceNames") or [""]
         for g in rule["apiGroups"]:
             for r in rule["resources"]:
-                for v in rule["verbs"]:
-                    assert "*" not in (g, r, v), rule
-                    out.add((g, r, v))
+                for n in names:
+                    for v in rule["verbs"]:
+                        assert "*" not in (g, r, v), rule
+                        out.add((g, f"{r}#{n}" if n else r, v))
     return out
 
 
 def triples_to_checks(triples: set[tuple[str, str, str]], ns: str) -> list[AccessCheck]:
     checks = []
-    for group, resource, verb in sorted(triples):
+    for group, named, verb in sorted(triples):
+        resource, _, name = named.partition("#")
         res, _, sub = resource.partition("/")
-        checks.append(AccessCheck(verb, res, ns, group, sub))
+        checks.append(AccessCheck(verb, res, ns, group, sub, name))
     return checks
 
 
@@ -259,6 +264,32 @@ def test_chart_rules_are_generated_from_the_fault_registry() -> None:
         "charts/chaos-runner/files/fault-rules.json"
     names = {name for kind in FAULT_KINDS for name in kind.chart_variants}
     assert names == set(FAULTS) == set(committed["faults"])
+
+
+def test_hostile_values_never_reach_a_shell(helm_bin: str, tmp_path: Path) -> None:
+    """The chart quoted values with squote, which does not escape ', so a metric label value
+    of '$(...)' ran a command in the runner pod. Now the container gets an argv."""
+    hostile = "x'$(touch /tmp/pwned)'`id`;reboot"
+    values = {"experiments": [experiment_entry("kill", ["shop"], ["podKill"])],
+              "metrics": {"pushgateway": {"url": "http://pg:9091", "labels": {"team": hostile}}},
+              "extraArgs": ["--metric-label", f"more={hostile}"]}
+    docs = helm_template(helm_bin, write_values(tmp_path, values))
+    (cron,) = [d for d in docs if d["kind"] == "CronJob"]
+    argv = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert argv[0] == "chaos" and "/bin/sh" not in argv
+    assert f"team={hostile}" in argv and f"more={hostile}" in argv
+
+
+def test_the_helper_image_reaches_runs_and_recover_from_values(helm_bin: str,
+                                                               tmp_path: Path) -> None:
+    values = {"experiments": [experiment_entry("kill", ["shop"], ["networkLatency"])],
+              "helperImage": "registry.local/chaos-runner/helper:0.1.0"}
+    docs = helm_template(helm_bin, write_values(tmp_path, values))
+    (cron,) = [d for d in docs if d["kind"] == "CronJob"]
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    for container in (*pod["initContainers"], *pod["containers"]):
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["CHAOS_HELPER_IMAGE"] == "registry.local/chaos-runner/helper:0.1.0"
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -355,25 +386,21 @@ def test_lint_and_template(helm_bin: str, tmp_path: Path, case: str) -> None:
             assert c["resources"]["limits"] and c["resources"]["requests"]
             mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
             assert mounts["/var/lib/chaos"] == "state" and mounts["/experiments"] == "experiments"
-        assert main["command"][:2] == ["/bin/sh", "-c"]
-        script = main["command"][2]
+        # An argv, no shell: no value is ever parsed by a shell.
+        argv = main["command"]
         name = exp["name"]
-        assert (
-            f"exec 'chaos' 'run' '/experiments/{name}.yaml' '--state-dir' '/var/lib/chaos'"
-            in script
-        )
-        assert (
-            f"'--journal' \"/var/lib/chaos/reports/{name}-$(date -u +%Y%m%dT%H%M%SZ).json\""
-            in script
-        )
-        assert "'--log-format' 'json'" in script
+        assert argv[:5] == ["chaos", "run", f"/experiments/{name}.yaml", "--state-dir",
+                            "/var/lib/chaos"]
+        assert argv[5:9] == ["--journal", f"/var/lib/chaos/reports/{name}-{{time}}.json",
+                             "--log-format", "json"]
         url = v["metrics"]["pushgateway"]["url"]
         if url:
-            assert f"'--pushgateway' '{url}' '--metric-label' 'experiment={name}'" in script
+            assert argv[9:13] == ["--pushgateway", url, "--metric-label", f"experiment={name}"]
             for k, val in v["metrics"]["pushgateway"]["labels"].items():
-                assert f"'--metric-label' '{k}={val}'" in script
+                i = argv.index(f"{k}={val}")
+                assert argv[i - 1] == "--metric-label"
         else:
-            assert "--pushgateway" not in script and "--metric-label" not in script
+            assert "--pushgateway" not in argv and "--metric-label" not in argv
         vols = {vol["name"]: vol for vol in pod["volumes"]}
         if persistence["enabled"]:
             claim = persistence["existingClaim"] or pvcs[0]["metadata"]["name"]

@@ -543,6 +543,7 @@ def test_a_concurrent_pod_kill_survives_faults_and_names_its_run(
           probes:
             - {{name: pods, interval: 1s, kubernetes: {{pods: {{selector: {{app: flaky}}, ready: ">= 0"}}}}}}
           slos: []
+          limits: {{maxPods: 50}}
           faults:
             - name: kill-all
               podKill: {{selector: {{labels: {{app: flaky}}, mode: all}}, gracePeriod: 0s}}

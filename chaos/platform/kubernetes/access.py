@@ -24,6 +24,8 @@ class AccessCheck:
     namespace: str | None
     group: str = ""
     subresource: str = ""
+    #: One object by name (RBAC ``resourceNames``); empty: any object of the resource.
+    name: str = ""
     allowed: bool | None = None
     reason: str = ""
 
@@ -36,25 +38,29 @@ class AccessCheck:
         """``create pods/eviction in namespace shop``."""
         group = f" (API group {self.group})" if self.group else ""
         where = f"in namespace {self.namespace}" if self.namespace else "cluster-wide"
-        return f"{self.verb} {self.full_resource}{group} {where}"
+        named = f" {self.name}" if self.name else ""
+        return f"{self.verb} {self.full_resource}{named}{group} {where}"
 
     def rule(self) -> str:
         """The RBAC rule (YAML, as in a Role's ``rules:`` list) that grants this check."""
+        names = f'\n  resourceNames: ["{self.name}"]' if self.name else ""
         return (
             f'- apiGroups: ["{self.group}"]\n'
-            f'  resources: ["{self.full_resource}"]\n'
+            f'  resources: ["{self.full_resource}"]{names}\n'
             f'  verbs: ["{self.verb}"]'
         )
 
 
 def rules_yaml(checks: Iterable[AccessCheck]) -> str:
     """The rules granting all ``checks``, merged per (group, resource), in first-seen order."""
-    merged: dict[tuple[str, str], list[str]] = {}
+    merged: dict[tuple[str, str, str], list[str]] = {}
     for check in checks:
-        verbs = merged.setdefault((check.group, check.full_resource), [])
+        verbs = merged.setdefault((check.group, check.full_resource, check.name), [])
         if check.verb not in verbs:
             verbs.append(check.verb)
     return "\n".join(
-        f'- apiGroups: ["{group}"]\n  resources: ["{resource}"]\n  verbs: {json.dumps(verbs)}'
-        for (group, resource), verbs in merged.items()
+        f'- apiGroups: ["{group}"]\n  resources: ["{resource}"]\n'
+        + (f'  resourceNames: ["{name}"]\n' if name else "")
+        + f"  verbs: {json.dumps(verbs)}"
+        for (group, resource, name), verbs in merged.items()
     )

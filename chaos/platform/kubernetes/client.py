@@ -752,6 +752,8 @@ class KubeClient:
                 attributes["subresource"] = check.subresource
             if check.namespace:
                 attributes["namespace"] = check.namespace
+            if check.name:
+                attributes["name"] = check.name
             body = {
                 "apiVersion": "authorization.k8s.io/v1",
                 "kind": "SelfSubjectAccessReview",

@@ -87,13 +87,16 @@ from files/fault-rules.json, generated from the runner's fault registry (`chaos 
 {{- end }}
 {{- $merged := dict }}
 {{- range $grants }}
-{{- $key := printf "%s|%s" .apiGroup .resource }}
+{{- $key := printf "%s|%s|%s" .apiGroup .resource (.resourceName | default "") }}
 {{- $_ := set $merged $key (concat (get $merged $key | default list) .verbs | uniq) }}
 {{- end }}
 {{- range $key := keys $merged | sortAlpha }}
 {{- $parts := splitList "|" $key }}
 - apiGroups: [{{ index $parts 0 | quote }}]
   resources: [{{ index $parts 1 | quote }}]
+{{- if index $parts 2 }}
+  resourceNames: [{{ index $parts 2 | quote }}]
+{{- end }}
   verbs: {{ get $merged $key | sortAlpha | toJson }}
 {{- end }}
 {{- end }}
