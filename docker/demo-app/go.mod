@@ -1,0 +1,3 @@
+module chaos.test/demo-app
+
+go 1.22
