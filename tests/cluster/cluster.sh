@@ -3,6 +3,10 @@
 # (tests/k8s/conftest.py; keep the kwokctl flags of both in step). See docs/test-cluster.md.
 #
 #   tests/cluster/cluster.sh up   [NAME]   # build if needed, create cluster + 3 fake nodes
+#   tests/cluster/cluster.sh up   [NAME] --real-node
+#                                          # ... plus the real node (containerd + kubelet +
+#                                          # kube-proxy; root), in the foreground until Ctrl-C,
+#                                          # which stops the node and deletes the cluster
 #   tests/cluster/cluster.sh down [NAME]   # delete it
 #   tests/cluster/cluster.sh env  [NAME]   # print export lines: eval "$(tests/cluster/cluster.sh env)"
 #
@@ -16,7 +20,15 @@ PROG="tests/cluster/cluster.sh"
 die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
 
 cmd="${1:-}"
-name="${2:-chaos-dev}"
+name=chaos-dev
+real_node=0
+for a in "${@:2}"; do
+    case "$a" in
+        --real-node) real_node=1 ;;
+        -*) die "unknown option $a" ;;
+        *) name="$a" ;;
+    esac
+done
 [[ "$cmd" =~ ^(up|down|env)$ ]] || die "usage: $PROG up|down|env [NAME]"
 
 if [[ -n "${CHAOS_TESTBIN:-}" ]]; then
@@ -47,7 +59,12 @@ up)
         # kwokctl merges a context into this file; keep it away from ~/.kube/config.
         --kubeconfig "$KWOK_WORKDIR/kubeconfig-merged.yaml"
         --wait 180s --timeout 180s
+        # kwok manages only its fake nodes; the API server can serve a real node's pods.
+        --config "$KWOK_WORKDIR/$name.kwokctl-config.yaml"
     )
+    mkdir -p "$KWOK_WORKDIR"
+    python3 "$HERE/realnode.py" kwokctl-config --name "$name" --workdir "$KWOK_WORKDIR" \
+        >"$KWOK_WORKDIR/$name.kwokctl-config.yaml"
     if kwokctl "${args[@]}" --dry-run | grep '^# Download' | grep -q '://'; then
         die "kwokctl would download something; every component must be a local binary"
     fi
@@ -58,6 +75,17 @@ up)
     echo "cluster $name up in $(($(date +%s) - t0))s" >&2
     echo "kubeconfig: $KUBECONFIG_FILE" >&2
     echo "use it:     eval \"\$($PROG env $name)\"; kubectl get nodes" >&2
+    if [[ $real_node == 1 ]]; then
+        NODE_BIN="${CHAOS_NODEBIN:-$("$HERE/build-node.sh" | tail -n 1)}" || die "tests/cluster/build-node.sh failed"
+        IMAGES="${CHAOS_IMAGES:-$("$HERE/build-images.sh" | tail -n 1)}" || die "tests/cluster/build-images.sh failed"
+        echo "starting the real node (Ctrl-C stops it and deletes the cluster)" >&2
+        rc=0
+        python3 "$HERE/realnode.py" up --name "$name" --workdir "$KWOK_WORKDIR" \
+            --node-bin "$NODE_BIN" --control-bin "$BIN" --images "$IMAGES" \
+            --base-dir "$KWOK_WORKDIR/$name.node" || rc=$?
+        kwokctl --name "$name" delete cluster
+        exit $rc
+    fi
     ;;
 down)
     kwokctl --name "$name" delete cluster

@@ -44,6 +44,9 @@ from typing import Any, TypeVar
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "cluster"))
+import realnode  # noqa: E402  (tests/cluster/realnode.py: stdlib only, shared with cluster.sh)
+
 BUILD_SH = REPO_ROOT / "tests" / "cluster" / "build.sh"
 BUILD_LOG_NAME = "chaos-testbin-build.log"
 
@@ -434,7 +437,9 @@ def _kill_leftovers(workdir: Path, grace: float = 15.0) -> None:
             pass
 
 
-def _create_args(name: str, bin_dir: Path, kubeconfig_out: Path) -> list[str]:
+def _create_args(
+    name: str, bin_dir: Path, kubeconfig_out: Path, config: Path | None = None
+) -> list[str]:
     b = bin_dir
     return [
         str(b / "kwokctl"),
@@ -442,6 +447,10 @@ def _create_args(name: str, bin_dir: Path, kubeconfig_out: Path) -> list[str]:
         name,
         "create",
         "cluster",
+        # tests/cluster/realnode.py: kwok manages only its fake nodes, the API server's
+        # certificate names the `kubernetes` Service IP and it has a client certificate for
+        # kubelets, so that a real node can join (the ``real_node`` fixture).
+        *(["--config", str(config)] if config is not None else []),
         "--runtime",
         "binary",
         "--kube-authorization",  # apiserver: --authorization-mode=Node,RBAC
@@ -521,7 +530,9 @@ def start_cluster(bin_dir: Path, base_dir: Path, name: str | None = None) -> Kub
     cluster = KubeCluster(
         name=name, bin_dir=str(bin_dir), workdir=str(workdir), kubeconfig=str(kubeconfig), env=env
     )
-    create = _create_args(name, bin_dir, kubeconfig_out)
+    kwok_config = base_dir / "kwokctl-config.yaml"
+    kwok_config.write_text(realnode.kwokctl_config(name, workdir))
+    create = _create_args(name, bin_dir, kubeconfig_out, kwok_config)
     _check_no_downloads(_run([*create, "--dry-run"], env, timeout=60).stdout)
     _reap_orphans()
     _register(cluster)
@@ -634,3 +645,112 @@ def kubelet_sim(kube_cluster: KubeCluster, k8s_namespace: str) -> Iterator[Any]:
         yield sim
     finally:
         sim.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The real node: containerd + runc + bridge CNI + kubelet + kube-proxy (tests/cluster/realnode.py)
+# --------------------------------------------------------------------------------------------
+
+NODE_BUILD_SH = REPO_ROOT / "tests" / "cluster" / "build-node.sh"
+IMAGES_BUILD_SH = REPO_ROOT / "tests" / "cluster" / "build-images.sh"
+#: The images the tests run, as imported into the node's containerd (build-images.sh).
+IMAGES = realnode.IMAGES
+#: What a pod needs to land on the real node (and only there).
+REAL_NODE_SCHEDULING = realnode.REAL_NODE_SCHEDULING
+
+
+def _script_output(env_var: str, script: Path, log_dir: Path, timeout: float) -> Path:
+    """A directory given by ``$env_var``, else the last stdout line of ``script`` (a build
+    that is a no-op once cached)."""
+    given = os.environ.get(env_var)
+    if given:
+        return Path(given).expanduser().resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{script.stem}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.run(
+            ["bash", str(script)], stdout=subprocess.PIPE, stderr=log, text=True,
+            timeout=timeout, cwd=REPO_ROOT, check=False,
+        )
+    out = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not out:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+        raise RuntimeError(
+            f"{script.relative_to(REPO_ROOT)} failed (exit {proc.returncode}); log {log_path}:\n{tail}"
+        )
+    return Path(out[-1])
+
+
+@dataclass
+class RealNodeSession:
+    """The session's real node, with what the host looked like before it started."""
+
+    cluster: KubeCluster
+    node: realnode.RealNode
+    before: realnode.HostState
+    base_dir: Path
+    node_bin: Path
+    images: Path
+    starts: list[dict[str, float]] = field(default_factory=list)
+
+    def start(self) -> realnode.RealNode:
+        self.node = realnode.start(
+            kwok_workdir=Path(self.cluster.workdir), cluster_name=self.cluster.name,
+            node_bin=self.node_bin, control_bin=Path(self.cluster.bin_dir), images_dir=self.images,
+            base_dir=self.base_dir, log=lambda m: print(m, file=sys.stderr),
+        )
+        self.starts.append(dict(self.node.timings))
+        return self.node
+
+    def stop_and_check(self) -> list[str]:
+        """Stop the node; what it left on the host compared with before it first started."""
+        problems = self.node.stop(lambda m: print(m, file=sys.stderr))
+        return problems + self.before.differences(realnode.host_state())
+
+
+@pytest.fixture(scope="session")
+def real_node_session(
+    kube_cluster: KubeCluster, request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RealNodeSession]:
+    missing = realnode.missing_requirements()
+    if missing:
+        msg = "the real test node cannot start here: " + "; ".join(missing)
+        if _in_ci():
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    log_dir = tmp_path_factory.mktemp("real-node-builds")
+    try:
+        node_bin = _script_output("CHAOS_NODEBIN", NODE_BUILD_SH, log_dir, BUILD_TIMEOUT_S)
+        images = _script_output("CHAOS_IMAGES", IMAGES_BUILD_SH, log_dir, BUILD_TIMEOUT_S)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        if _in_ci() or shutil.which("go"):
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(f"{exc}\n(the real node needs Go to build the kubelet; see docs/test-cluster.md)")
+    session = RealNodeSession(
+        cluster=kube_cluster, node=None,  # type: ignore[arg-type]
+        before=None,  # type: ignore[arg-type]
+        base_dir=tmp_path_factory.mktemp("real-node"), node_bin=node_bin,
+        images=images,
+    )
+    session.start()
+    assert session.node.host_before is not None
+    session.before = session.node.host_before
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"real_node: {session.node.name} Ready in {session.node.timings['start_total']:.1f}s"
+        )
+    try:
+        yield session
+    finally:
+        problems = session.stop_and_check()
+        if problems:
+            pytest.fail("the real node left things behind on the host:\n  " + "\n  ".join(problems),
+                        pytrace=False)
+
+
+@pytest.fixture
+def real_node(real_node_session: RealNodeSession) -> realnode.RealNode:
+    """The real node (``realnode.RealNode``): pods reach it with ``REAL_NODE_SCHEDULING``."""
+    return real_node_session.node
