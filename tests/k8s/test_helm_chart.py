@@ -213,13 +213,23 @@ CASES: dict[str, dict[str, Any]] = {
     },
     "persistence": {
         "experiments": [experiment_entry("evict", ["shop"], ["podKillEviction"])],
-        "persistence": {"enabled": True, "size": "2Gi"},
+        "persistence": {"size": "2Gi", "storageClassName": "fast",
+                        "accessModes": ["ReadWriteOncePod"],
+                        "annotations": {"helm.sh/resource-policy": "keep"}},
         "ownerSelectors": True,
+    },
+    "no-storage-class": {
+        "experiments": [experiment_entry("kill", ["shop"], ["podKill"])],
+        "persistence": {"storageClassName": "-"},
     },
     "existing-claim": {
         "experiments": [experiment_entry("cpu", ["shop"], ["cpuStress"])],
-        "persistence": {"enabled": True, "existingClaim": "chaos-state"},
+        "persistence": {"existingClaim": "chaos-state"},
         "probes": {"workloads": False},
+    },
+    "emptydir": {
+        "experiments": [experiment_entry("kill", ["shop"], ["podKill"])],
+        "persistence": {"enabled": False},
     },
     "pushgateway": {
         "experiments": [experiment_entry("kill", ["shop"], ["podKill"])],
@@ -339,11 +349,20 @@ def test_lint_and_template(helm_bin: str, tmp_path: Path, case: str) -> None:
     else:
         assert cms == []
 
+    # The state volume: a PersistentVolumeClaim unless persistence.enabled is false.
     pvcs = by_kind(docs, "PersistentVolumeClaim")
     persistence = v["persistence"]
     if persistence["enabled"] and not persistence["existingClaim"]:
         (pvc,) = pvcs
+        assert pvc["metadata"]["name"] == "gd-chaos-runner-state"
         assert pvc["spec"]["resources"]["requests"]["storage"] == persistence["size"]
+        assert pvc["spec"]["accessModes"] == persistence["accessModes"]
+        assert pvc["metadata"].get("annotations", {}) == persistence["annotations"]
+        cls = persistence["storageClassName"]
+        if cls == "":
+            assert "storageClassName" not in pvc["spec"]  # the cluster's default class
+        else:
+            assert pvc["spec"]["storageClassName"] == ("" if cls == "-" else cls)
     else:
         assert pvcs == []
 
@@ -374,7 +393,7 @@ def test_lint_and_template(helm_bin: str, tmp_path: Path, case: str) -> None:
         assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
         (init,) = pod["initContainers"]
         (main,) = pod["containers"]
-        assert init["command"] == ["chaos", "recover", "--state-dir", "/var/lib/chaos"]
+        assert init["command"] == ["chaos", "recover", "--state-dir", "/var/lib/chaos/state"]
         for c in (init, main):
             sc = c["securityContext"]
             assert sc["readOnlyRootFilesystem"] is True
@@ -390,7 +409,7 @@ def test_lint_and_template(helm_bin: str, tmp_path: Path, case: str) -> None:
         argv = main["command"]
         name = exp["name"]
         assert argv[:5] == ["chaos", "run", f"/experiments/{name}.yaml", "--state-dir",
-                            "/var/lib/chaos"]
+                            "/var/lib/chaos/state"]
         assert argv[5:9] == ["--journal", f"/var/lib/chaos/reports/{name}-{{time}}.json",
                              "--log-format", "json"]
         url = v["metrics"]["pushgateway"]["url"]
@@ -434,6 +453,9 @@ def test_lint_and_template(helm_bin: str, tmp_path: Path, case: str) -> None:
         {"experiments": [experiment_entry("Bad_Name", ["shop"], ["podKill"])]},
         {"image": {"repository": "x", "pullPolicy": "Sometimes"}},
         {"suspend": "yes"},
+        # The old name of storageClassName: refused, not silently ignored.
+        {"persistence": {"enabled": True, "storageClass": "fast"}},
+        {"persistence": {"enabled": True, "accessModes": ["ReadWriteSometimes"]}},
     ],
     ids=[
         "unknown-fault",
@@ -442,6 +464,8 @@ def test_lint_and_template(helm_bin: str, tmp_path: Path, case: str) -> None:
         "bad-name",
         "pull-policy",
         "suspend-str",
+        "old-storage-class-key",
+        "access-mode",
     ],
 )
 def test_schema_rejects_bad_values(helm_bin: str, tmp_path: Path, bad: dict[str, Any]) -> None:
@@ -456,11 +480,37 @@ def test_schema_rejects_bad_values(helm_bin: str, tmp_path: Path, bad: dict[str,
     assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
 
 
-def test_defaults_render_only_the_service_account(helm_bin: str) -> None:
+def test_defaults_render_the_service_account_and_the_state_claim(helm_bin: str) -> None:
+    """The state volume is a PersistentVolumeClaim by default, so that the next Job's
+    `chaos recover` finds what a killed run left; `persistence.enabled=false` (an emptyDir)
+    renders none."""
     run_cmd([helm_bin, "lint", "--strict", str(CHART)])
     out = run_cmd([helm_bin, "template", "gd", str(CHART)]).stdout
-    kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
-    assert kinds == ["ServiceAccount"]
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert [d["kind"] for d in docs] == ["ServiceAccount", "PersistentVolumeClaim"]
+    pvc = docs[1]
+    assert pvc["spec"] == {"accessModes": ["ReadWriteOnce"],
+                           "resources": {"requests": {"storage": "1Gi"}}}
+    out = run_cmd([helm_bin, "template", "gd", str(CHART), "--set",
+                   "persistence.enabled=false"]).stdout
+    assert [d["kind"] for d in yaml.safe_load_all(out) if d] == ["ServiceAccount"]
+
+
+def test_notes_say_where_the_state_lives(helm_bin: str, kube_cluster: Any,
+                                        tmp_path: Path) -> None:
+    """NOTES.txt (rendered by install only; a client dry run still asks the cluster its
+    version): the claim, or a warning that an emptyDir loses a killed run's journal."""
+    env = {**os.environ, "KUBECONFIG": kube_cluster.kubeconfig,
+           "HELM_CACHE_HOME": str(tmp_path / "hc"), "HELM_CONFIG_HOME": str(tmp_path / "hcfg"),
+           "HELM_DATA_HOME": str(tmp_path / "hd")}
+    values = {"experiments": [experiment_entry("kill", ["shop"], ["podKill"])]}
+    for persistence, says in (({}, "State volume: PersistentVolumeClaim gd-chaos-runner-state"),
+                              ({"enabled": False}, "WARNING: persistence.enabled=false")):
+        vf = write_values(tmp_path, {**values, "persistence": persistence})
+        notes = run_cmd([helm_bin, "install", "gd", str(CHART), "-n", "chaos", "-f", str(vf),
+                         "--dry-run=client"], env=env).stdout
+        assert says in notes, notes
+        assert "create job --from=cronjob/gd-chaos-runner-kill" in notes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -486,17 +536,31 @@ def _wait(what: str, probe: Callable[[], Any], timeout: float = WAIT_S) -> Any:
 
 
 @pytest.fixture
-def namespaces(kube_cluster: Any) -> Iterator[dict[str, str]]:
-    """Release namespace, two target namespaces and a bystander; deleted afterwards."""
+def namespaces(kube_cluster: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Release namespace, two target namespaces and a bystander; deleted afterwards. And the
+    volume of release gd's state claim (persistence is on by default): this cluster has no
+    provisioner, so a PersistentVolume bound to that claim, never mounted (kwok's nodes run no
+    containers; the game day on the real node mounts one: tests/k8s/node/test_game_day.py)."""
     tag = uuid.uuid4().hex[:6]
     names = {k: f"h-{k}-{tag}" for k in ("chaos", "shop", "cart", "other")}
     for ns in names.values():
         kube_cluster.kubectl("create", "namespace", ns)
+    pv = f"h-state-{tag}"
+    pv_file = tmp_path / "pv.yaml"
+    pv_file.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain",
+                 "hostPath": {"path": str(tmp_path / "state"), "type": "DirectoryOrCreate"},
+                 "claimRef": {"namespace": names["chaos"], "name": "gd-chaos-runner-state"}}}))
+    kube_cluster.kubectl("apply", "-f", str(pv_file))
     try:
         yield names
     finally:
         for ns in names.values():
             kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        kube_cluster.kubectl("delete", "pv", pv, "--ignore-not-found", "--wait=false",
+                             check=False)
 
 
 def test_install_run_permissions_uninstall(
@@ -590,6 +654,9 @@ def test_install_run_permissions_uninstall(
         for k, val in kube_cluster.node_selector.items():
             assert node["metadata"]["labels"].get(k) == val
         assert pod["spec"]["serviceAccountName"] == "gd-chaos-runner"
+        # The state volume is the release's claim (bound: `helm install --wait` waits for it).
+        state = next(v for v in pod["spec"]["volumes"] if v["name"] == "state")
+        assert state["persistentVolumeClaim"] == {"claimName": "gd-chaos-runner-state"}
         assert pod["spec"]["securityContext"]["runAsUser"] == 65532
 
         # The ServiceAccount may do exactly what the experiments need, and no more.

@@ -47,6 +47,14 @@ app.kubernetes.io/component: game-day
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* Where the state volume is mounted, and the runner's state dir on it. The state dir is a
+folder the runner creates itself (0700, its own): the root of a volume is whatever the
+provisioner and fsGroup make of it (an emptyDir is 0777, a volume under fsGroup is group
+writable), and the runner refuses a state dir another user or a group could write
+(docs/security.md). Reports go to reports/ beside it. */}}
+{{- define "chaos-runner.stateMount" -}}/var/lib/chaos{{- end }}
+{{- define "chaos-runner.stateDir" -}}/var/lib/chaos/state{{- end }}
+
 {{- define "chaos-runner.claimName" -}}
 {{- default (printf "%s-state" (include "chaos-runner.fullname" .)) .Values.persistence.existingClaim }}
 {{- end }}
