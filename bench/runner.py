@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, Ctx, Figure, machine_info
 
 #: Run order: cheap and quiet first; the pod-kill benchmark starts a whole control plane.
-ORDER = ["startup", "abort", "footprint", "lag", "proxy", "podkill"]
+ORDER = ["startup", "abort", "footprint", "lag", "proxy", "podkill", "k8s_abort", "netem_guest"]
 
 
 def discover() -> dict[str, Any]:

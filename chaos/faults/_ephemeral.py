@@ -17,8 +17,10 @@ container per pod running that script, and observes it:
   securityContext, or the script's own error is a cause in words, at once.
 - Ephemeral containers cannot be removed, so ``undo`` adds a second, short container that sends
   SIGTERM to the first (they share the target container's process namespace); the first removes
-  its fault and exits 0. ``verify_undone`` waits for exactly that. ``chaos recover`` uses the
-  same ``undo`` from the journal's state.
+  its fault, says ``reverted`` and exits 0. ``verify_undone`` waits for exactly that: the
+  ``reverted`` line in its log (the first sign, since the kubelet reports a container's exit
+  only at its next relist, up to a second later) or its exit 0 in the status. ``chaos
+  recover`` uses the same ``undo`` from the journal's state.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ PREFIX = "chaos-runner:"
 HELPER_IMAGE_PUBLISHED = False
 _LOG_BYTES = 16384
 _POLL_S = 0.5
+#: The revert is on the abort path: look at the helper more often while it removes its fault.
+_UNDO_POLL_S = 0.1
 _CONCURRENCY = 16
 _IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                             "ErrImageNeverPull", "RegistryUnavailable",
@@ -447,10 +451,23 @@ class Helper:
                     f"{where}: the helper container was ended (code {code}) before it could "
                     f"remove the fault: {tail}",
                     hint="inspect the pod with kubectl describe; the fault may still be active")
+            # Still running: its log says when it has removed the fault (it exits 0 right
+            # after). The kubelet reports the exit only at its next relist (up to ~1 s later),
+            # so the log is the first observation of the fault gone, as it is of the fault
+            # in place.
+            log, _ = await self._log(client, ref)
+            lines = script_lines(log)
+            whats = [what for what, _ in lines]
+            after = lines[len(whats) - whats[::-1].index("in-effect"):] if "in-effect" in whats \
+                else lines
+            removed = [rest for what, rest in after if what == "reverted"]
+            if removed:
+                return Seen(True, f"{where}: the helper removed the fault ({removed[-1]}) and "
+                            "is exiting")
             return Seen(False, f"{where}: the helper is still running")
 
         return await observe_until(within, look, what=f"the revert in {where}",
-                                   interval=_POLL_S, failure=RevertFailed)
+                                   interval=_UNDO_POLL_S, failure=RevertFailed)
 
 
 def _runs_as_non_root(obj: Mapping[str, Any], target: str | None) -> bool:
@@ -515,6 +532,23 @@ def recovered(state: HelperState, plan: HelperPlan) -> Helper:
     """The helper of a crashed run's fault, for ``chaos recover``: undo it from the journal."""
     return Helper(state.container.removeprefix("chaos-"), list(state.pods), state.container,
                   state.undo_container, plan)
+
+
+#: How long ``chaos recover`` waits to see a crashed run's helper remove its fault.
+RECOVER_VERIFY_S = 60.0
+
+
+async def recover_helper(state: HelperState, plan: HelperPlan, client: KubeClient) -> str:
+    """``chaos recover`` for a helper fault: add the undo container where the fault container
+    has none yet, then see every helper remove its fault (or the pod gone). It never says a
+    fault is gone that it has not seen gone: a helper still running after the wait raises
+    ``RevertFailed``."""
+    helper = recovered(state, plan)
+    done = await helper.undo(client)
+    seen = await helper.verify_undone(client, RECOVER_VERIFY_S)
+    added = (f"added the undo container to {len(done)} pod(s)" if done
+             else "no pod still had the fault without its undo container")
+    return f"{added}; seen: {seen}"
 
 
 def manual_steps(state: HelperState, command: str, *, profile: str = "general") -> list[str]:

@@ -339,13 +339,11 @@ class CpuStressKind(FaultKind[CpuStress, Any]):
         if isinstance(state, BurnerState):
             killed = _kill_burners(state.pids, state.start_ticks)
             return f"stopped {killed} CPU burner(s)" if killed else "no CPU burner was left"
-        from chaos.faults._ephemeral import need_image, recovered
+        from chaos.faults._ephemeral import need_image, recover_helper
 
         assert isinstance(state, PodStressState)
-        helper = recovered(state, helper_plan(need_image(ctx), 1, 1.0, 0))
-        done = await helper.undo(await ctx.client())
-        return (f"added the undo container to {len(done)} pod(s)" if done
-                else "no pod still had the fault without its undo container")
+        plan = helper_plan(need_image(ctx), 1, 1.0, 0)
+        return await recover_helper(state, plan, await ctx.client())
 
     def manual_undo(self, state: Any) -> list[str]:
         if isinstance(state, BurnerState):

@@ -474,13 +474,11 @@ class NetworkLatencyKind(FaultKind[NetworkLatency, Any]):
                 cancel_watchdog(state.watchdog_pid, state.watchdog_start_ticks or 0)
             cancel_tagged(ctx.tag)
             return f"removed netem {state.handle}: from {netem.where} (if it was still there)"
-        from chaos.faults._ephemeral import need_image, recovered
+        from chaos.faults._ephemeral import need_image, recover_helper
 
         assert isinstance(state, PodNetemState)
-        helper = recovered(state, helper_plan(need_image(ctx), state.device, state.handle, []))
-        done = await helper.undo(await ctx.client())
-        return (f"added the undo container to {len(done)} pod(s)" if done
-                else "no pod still had the fault without its undo container")
+        plan = helper_plan(need_image(ctx), state.device, state.handle, [])
+        return await recover_helper(state, plan, await ctx.client())
 
     def manual_undo(self, state: Any) -> list[str]:
         if isinstance(state, ProxyState):
