@@ -124,8 +124,17 @@ class StateDir:
             ) from None
 
     def journals(self) -> list[Path]:
+        """The run journals. A state folder (or its runs/) that another user owns or could
+        write is refused here too, as a run refuses it: ``chaos recover`` would otherwise act
+        on journals planted there."""
         if not self.runs.is_dir():
             return []
+        for folder, what in ((self.root, "state folder"), (self.runs, "journal folder")):
+            st = os.lstat(folder)
+            if not stat.S_ISDIR(st.st_mode):
+                raise InvalidInput(f"{what} {folder} is not a folder (a symlink?): refusing to "
+                                   "use it", hint="pass --state-dir with a real folder")
+            _check_owned(st, f"{what} {folder}")
         return sorted(self.runs.glob("*.jsonl"))
 
     def quarantined(self, path: Path, why: str) -> Path:

@@ -215,3 +215,31 @@ def test_a_bad_journal_does_not_stop_later_runs(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert json.loads((state / "runs" / "quarantine" / "bad.jsonl").read_text())["kind"] == 7
+
+
+@pytest.mark.parametrize("how", ["world-writable", "owned-by-another-user"])
+def test_recover_refuses_a_state_folder_a_run_would_refuse(tmp_path: Path, how: str) -> None:
+    """Recover reads journals that say which processes to signal: from a folder another user
+    could write, it refuses them as a run refuses the folder, and touches nothing."""
+    state = tmp_path / "state"
+    bystander = _stopped_process()
+    try:
+        _journal(state, "r1", journal_line(type="start", run_id="r1", experiment="x"),
+                 journal_line(type="intent", fault="p", kind="processPause", targets=["pid"],
+                              target_keys=[], revert_state={"version": 1,
+                                                            "pids": [bystander.pid]}))
+        if how == "world-writable":
+            os.chmod(state, 0o777)
+            expected = "is writable by group and others"
+        else:
+            os.chown(state, STRANGER, STRANGER)
+            expected = f"is owned by uid {STRANGER}"
+        for args in ((), ("--dry-run",)):
+            result = chaos(tmp_path, "recover", "--state-dir", str(state), *args)
+            assert result.returncode == 2, result.stdout + result.stderr
+            assert expected in result.stderr and "refusing to use it" in result.stderr
+            assert "nothing to recover" not in result.stdout
+        assert state_of(bystander.pid) == "T"
+    finally:
+        bystander.kill()
+        bystander.wait()
