@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib.util
 import json
 import os
 import random
@@ -37,7 +36,7 @@ from types import ModuleType
 from typing import Any
 
 import yaml
-from common import ROOT, Ctx, Figure
+from common import ROOT, Ctx, Figure, k8s_conftest
 from service import Service
 
 BENCH = "k8s_abort"
@@ -46,17 +45,6 @@ FAIL_WINDOW = (2.0, 4.0)
 INTERVAL_S = 0.25
 RUN_TIMEOUT_S = HOLD_S + 90.0
 NS = "bench-abort"
-
-
-def _conftest() -> ModuleType:
-    path = ROOT / "tests" / "k8s" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_chaos_k8s_conftest", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _script_dir(env: str, script: str) -> Path:
@@ -170,7 +158,7 @@ def run(ctx: Ctx) -> list[Figure]:
     missing = realnode.missing_requirements()
     if missing:
         raise RuntimeError("the real node cannot start here: " + "; ".join(missing))
-    kc = _conftest()
+    kc = k8s_conftest()
     rng = random.Random(7)
     n = ctx.trials(12, 3)
     service = Service()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -39,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from common import ROOT, Ctx, Figure
+from common import ROOT, Ctx, Figure, k8s_conftest
 
 BENCH = "podkill"
 NAMESPACES = [f"bench-{i}" for i in range(10)]
@@ -57,18 +56,6 @@ RESTORE_TIMEOUT_S = 600.0
 # ---------------------------------------------------------------------------------------------
 # The cluster: tests/k8s/conftest.py's helpers, plus an audit policy and more fake nodes
 # ---------------------------------------------------------------------------------------------
-
-
-def _conftest() -> ModuleType:
-    """tests/k8s/conftest.py as a plain module (it only needs pytest importable)."""
-    path = ROOT / "tests" / "k8s" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_chaos_k8s_conftest", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _bin_dir() -> Path:
@@ -371,7 +358,7 @@ def _run_json(argv: list[str], env: dict[str, str]) -> tuple[dict[str, Any], flo
 
 def run(ctx: Ctx) -> list[Figure]:
     try:
-        kc = _conftest()
+        kc = k8s_conftest()
         from kubernetes import client as k8s
     except ImportError as exc:
         raise RuntimeError(f"{exc}: the project venv needs the dev extras "

@@ -23,7 +23,8 @@ from typing import Any
 # The engine's own nearest-rank percentile (no interpolation), so figures match the journal's.
 from chaos.engine.slo import percentile
 
-__all__ = ["RESULTS", "ROOT", "Ctx", "Figure", "free_port", "machine_info", "percentile"]
+__all__ = ["RESULTS", "ROOT", "Ctx", "Figure", "free_port", "k8s_conftest", "machine_info",
+           "percentile"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -106,6 +107,24 @@ class Ctx:
 
     def trials(self, full: int, quick: int = 3) -> int:
         return quick if self.quick else full
+
+
+def k8s_conftest() -> Any:
+    """tests/k8s/conftest.py as a plain module (it only needs pytest importable): the test
+    cluster's helpers (start_cluster, _create_args, wait_for, ...) for the Kubernetes benches.
+    Loaded once; its dataclasses look their module up in sys.modules."""
+    import importlib.util
+
+    name = "_chaos_k8s_conftest"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "k8s" / "conftest.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

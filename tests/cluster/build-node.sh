@@ -72,18 +72,7 @@ export CGO_ENABLED=0
 GOBUILD=("$GO" build -mod=readonly -trimpath -buildvcs=false)
 if nice -n 10 true 2>/dev/null; then GOBUILD=(nice -n 10 "${GOBUILD[@]}"); fi
 
-BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-kv="${K8S_VERSION#v}"
-KUBE_MAJOR="${kv%%.*}"
-kv="${kv#*.}"
-KUBE_MINOR="${kv%%.*}"
-LDFLAGS="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION"
-    LDFLAGS+=" -X $pkg.gitMajor=$KUBE_MAJOR -X $pkg.gitMinor=$KUBE_MINOR"
-    LDFLAGS+=" -X $pkg.gitCommit=${KUBE_GIT_COMMIT:-}"
-    LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$BUILD_DATE"
-done
+k8s_ldflags "$K8S_VERSION" # sets K8S_LDFLAGS and BUILD_DATE (lib.sh)
 
 CHILD=
 on_signal() {
@@ -107,7 +96,7 @@ for name in "${BINARIES[@]}"; do
     if [[ -x "$BIN/$name" ]]; then TIMINGS+=("$name: reused"); continue; fi
     t1=$(date +%s)
     log "$name: go build k8s.io/kubernetes/cmd/$name"
-    (cd "$HERE/node" && exec "${GOBUILD[@]}" -ldflags "$LDFLAGS" -o "$BIN/.$name.tmp" "k8s.io/kubernetes/cmd/$name") >&2 &
+    (cd "$HERE/node" && exec "${GOBUILD[@]}" -ldflags "$K8S_LDFLAGS" -o "$BIN/.$name.tmp" "k8s.io/kubernetes/cmd/$name") >&2 &
     CHILD=$!
     if ! wait "$CHILD"; then
         CHILD=

@@ -86,19 +86,7 @@ export CGO_ENABLED=0
 GOBUILD=("$GO" build -mod=readonly -trimpath -buildvcs=false)
 if nice -n 10 true 2>/dev/null; then GOBUILD=(nice -n 10 "${GOBUILD[@]}"); fi
 
-BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-kv="${K8S_VERSION#v}"
-KUBE_MAJOR="${kv%%.*}"
-kv="${kv#*.}"
-KUBE_MINOR="${kv%%.*}"
-K8S_LDFLAGS="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    K8S_LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION"
-    K8S_LDFLAGS+=" -X $pkg.gitMajor=$KUBE_MAJOR -X $pkg.gitMinor=$KUBE_MINOR"
-    # The module zip carries no commit id; leave it empty rather than invent one.
-    K8S_LDFLAGS+=" -X $pkg.gitCommit=${KUBE_GIT_COMMIT:-}"
-    K8S_LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$BUILD_DATE"
-done
+k8s_ldflags "$K8S_VERSION" # sets K8S_LDFLAGS and BUILD_DATE (lib.sh)
 ETCD_LDFLAGS="-s -w"
 KWOK_LDFLAGS="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
 # Default Kubernetes version kwokctl assumes for the binaries it runs: ours.

@@ -1,4 +1,4 @@
-# Shared by build.sh and build-helm.sh (sourced, never run): logging, reading versions from the
+# Shared by build.sh, build-helm.sh and build-node.sh (sourced, never run): logging, reading versions from the
 # wrapper go.mod files, the platform and hash for cache keys, the per-key build lock, finding Go.
 # The caller sets HERE (this directory) and PROG (its name for messages) first.
 
@@ -61,4 +61,22 @@ require_go() { # <bin dir the cache would have> [<hint>]
         exit 3
     fi
     GO_VERSION="$("$GO" env GOVERSION 2>/dev/null)" || die "'$GO env GOVERSION' failed; is Go installed correctly?"
+}
+
+# The ldflags of a Kubernetes binary, so that /version and --version are honest:
+# K8S_LDFLAGS for <version> (e.g. v1.34.4) and BUILD_DATE. The module zip carries no commit id;
+# it stays empty unless KUBE_GIT_COMMIT is set, rather than invented.
+k8s_ldflags() { # <version>
+    local kv major minor pkg
+    BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    kv="${1#v}"
+    major="${kv%%.*}"
+    kv="${kv#*.}"
+    minor="${kv%%.*}"
+    K8S_LDFLAGS="-s -w"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        K8S_LDFLAGS+=" -X $pkg.gitVersion=$1 -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+        K8S_LDFLAGS+=" -X $pkg.gitCommit=${KUBE_GIT_COMMIT:-}"
+        K8S_LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$BUILD_DATE"
+    done
 }
