@@ -354,14 +354,14 @@ class RealNode:
         # Every container and sandbox process lives under our cgroup root: kill them all.
         _kill_cgroup_tree(self.cgroup_dir("pids") if self.cgroup_dir("pids").is_dir() else self.cgroup_dir("memory"))
         # Shims outlive their containers until containerd deletes the tasks; kill ours.
-        for pid, _ in _procs_with_arg(str(self.containerd_sock)):
+        for pid, _ in procs_with_arg(str(self.containerd_sock)):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         self.timings["stop_containers"] = time.monotonic() - t0
         _terminate(self.procs.get("containerd"), 10)
         self.timings["stop_containerd"] = time.monotonic() - t0
         deadline = time.monotonic() + 15
-        while (left := list(_procs_with_arg(str(self.containerd_sock)))) and time.monotonic() < deadline:
+        while (left := list(procs_with_arg(str(self.containerd_sock)))) and time.monotonic() < deadline:
             for pid, _ in left:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
@@ -454,7 +454,7 @@ def _terminate(p: subprocess.Popen[bytes] | None, grace: float) -> None:
         p.wait(10)
 
 
-def _procs_with_arg(needle: str) -> Iterator[tuple[int, str]]:
+def procs_with_arg(needle: str) -> Iterator[tuple[int, str]]:
     me = os.getpid()
     for p in Path("/proc").iterdir():
         if not p.name.isdigit() or int(p.name) == me:
@@ -506,7 +506,7 @@ def _rmdir_cgroup_tree(top: Path) -> list[str]:
     return problems
 
 
-def _mounts_under(root: Path) -> list[str]:
+def mounts_under(root: Path) -> list[str]:
     prefix = str(root).rstrip("/") + "/"
     out = []
     for ln in Path("/proc/self/mountinfo").read_text().splitlines():
@@ -518,12 +518,12 @@ def _mounts_under(root: Path) -> list[str]:
 
 def _unmount_under(root: Path) -> list[str]:
     for _ in range(5):
-        mps = _mounts_under(root)
+        mps = mounts_under(root)
         if not mps:
             return []
         for mp in sorted(mps, key=lambda m: m.count("/"), reverse=True):
             subprocess.run(["umount", "-l", mp], capture_output=True, check=False)
-    return [f"mount left at {m}" for m in _mounts_under(root)]
+    return [f"mount left at {m}" for m in mounts_under(root)]
 
 
 def _run(argv: list[str], *, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -897,8 +897,12 @@ def main(argv: list[str]) -> int:
         for m in missing:
             print(f"missing: {m}")
         return 1 if missing else 0
-    node = start(kwok_workdir=a.workdir, cluster_name=a.name, node_bin=a.node_bin,
-                 control_bin=a.control_bin, images_dir=a.images, base_dir=a.base_dir)
+    try:
+        node = start(kwok_workdir=a.workdir, cluster_name=a.name, node_bin=a.node_bin,
+                     control_bin=a.control_bin, images_dir=a.images, base_dir=a.base_dir)
+    except NodeError as exc:
+        print(f"tests/cluster/realnode.py: error: {exc}", file=sys.stderr)
+        return 1
     stop_now = False
 
     def on_signal(signum: int, frame: object) -> None:

@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -36,6 +37,9 @@ from pathlib import Path
 
 import pytest
 from conftest import IMAGE_NAMES, in_ci, load_recipe_module
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
+from realnode import mounts_under, procs_with_arg
 
 pytestmark = pytest.mark.root
 
@@ -51,30 +55,9 @@ def _need(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _mounts_under(path: Path) -> list[str]:
-    root = os.path.realpath(path)
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].replace("\\040", " ")
-            if mp == root or mp.startswith(root + "/"):
-                out.append(mp)
-    return out
-
-
 def _pids_with(needle: str) -> list[int]:
     """PIDs whose command line contains needle (our socket path: containerd, shims, ctr)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmd:
-            out.append(int(d.name))
-    return out
+    return [pid for pid, _ in procs_with_arg(needle)]
 
 
 def _free_port() -> int:
@@ -231,7 +214,7 @@ def _teardown(ctd: Containerd, log, created_run_dirs: list[Path]) -> None:
         time.sleep(0.1)
     if _pids_with(ctd.address):
         problems.append(f"processes left: {_pids_with(ctd.address)}")
-    for mp in sorted(_mounts_under(ctd.dir), key=len, reverse=True):
+    for mp in sorted(mounts_under(ctd.dir), key=len, reverse=True):
         problems.append(f"mount left: {mp}")
         if subprocess.run(["umount", mp], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", mp], capture_output=True)
@@ -248,7 +231,7 @@ def _teardown(ctd: Containerd, log, created_run_dirs: list[Path]) -> None:
     for p in reversed(created_run_dirs):  # we made /run/containerd(/s): remove it if empty
         with contextlib.suppress(OSError):
             p.rmdir()
-    if not _mounts_under(ctd.dir):  # keep config.toml and containerd.log for debugging
+    if not mounts_under(ctd.dir):  # keep config.toml and containerd.log for debugging
         for sub in ("root", "state", "runc", "fifo", "opt"):
             shutil.rmtree(ctd.dir / sub, ignore_errors=True)
         for sock in (ctd.address, ctd.address + ".ttrpc"):

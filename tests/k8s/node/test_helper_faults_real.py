@@ -59,6 +59,13 @@ def stress(duration: str, image: str = realnode.IMAGES["helper"], load: str = "8
       duration: {duration}"""
 
 
+LATENCY = f"""\
+    - name: slow
+      networkLatency: {{selector: {{labels: {{app: web}}, mode: one}}, delay: 100ms, image: "{realnode.IMAGES['helper']}"}}
+      at: 1s
+      duration: 20s"""
+
+
 def ephemeral_states(cluster: Any, ns: str) -> list[dict[str, Any]]:
     out = []
     for p in pods(cluster, ns):
@@ -137,12 +144,7 @@ def test_network_latency_without_sch_netem_fails_verification_and_leaves_nothing
     ns = k8s_namespace
     apply(kube_cluster, demo_app(ns), tmp_path)
     cg = pod_cgroup(wait_ready(kube_cluster, ns, 1)[0])
-    fault = f"""\
-    - name: slow
-      networkLatency: {{selector: {{labels: {{app: web}}, mode: one}}, delay: 100ms, image: "{realnode.IMAGES['helper']}"}}
-      at: 1s
-      duration: 20s"""
-    result = chaos(kube_cluster, tmp_path, experiment(ns, fault))
+    result = chaos(kube_cluster, tmp_path, experiment(ns, LATENCY))
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "this node's kernel has no sch_netem" in out
@@ -160,12 +162,7 @@ def test_a_non_root_target_is_refused_before_anything_is_touched(
     ns = k8s_namespace
     apply(kube_cluster, demo_app(ns, pod_security={"runAsNonRoot": True, "runAsUser": 65532}), tmp_path)
     wait_ready(kube_cluster, ns, 1)
-    fault = f"""\
-    - name: slow
-      networkLatency: {{selector: {{labels: {{app: web}}, mode: one}}, delay: 100ms, image: "{realnode.IMAGES['helper']}"}}
-      at: 1s
-      duration: 20s"""
-    result = chaos(kube_cluster, tmp_path, experiment(ns, fault))
+    result = chaos(kube_cluster, tmp_path, experiment(ns, LATENCY))
     out = result.stdout + result.stderr
     assert result.returncode == 2, out
     assert "runs as non-root (runAsNonRoot: true)" in out
